@@ -1,0 +1,54 @@
+"""Pieces every admin HTTP API shares: errors as JSON and OpenAPI settings."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, TypeAlias
+
+from litestar import Request, Response
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+logger = logging.getLogger(__name__)
+
+AdminRequest: TypeAlias = Request[Any, Any, Any]
+"""Request type of admin handlers; the guard sets `state.admin_name`."""
+
+
+class NotFound(LookupError):
+    """An admin request names a resource that does not exist (HTTP 404)."""
+
+
+class Conflict(ValueError):
+    """An admin request conflicts with stored data (HTTP 409)."""
+
+
+def _json_error(status: int, message: str) -> Response[dict[str, object]]:
+    return Response({"status_code": status, "detail": message}, status_code=status)
+
+
+def not_found_handler(_: AdminRequest, exc: Exception) -> Response[dict[str, object]]:
+    return _json_error(404, str(exc))
+
+
+def conflict_handler(_: AdminRequest, exc: Exception) -> Response[dict[str, object]]:
+    return _json_error(409, str(exc))
+
+
+EXCEPTION_HANDLERS = {NotFound: not_found_handler, Conflict: conflict_handler}
+
+
+def openapi_config(title: str, description: str) -> OpenAPIConfig:
+    """OpenAPI documentation at `/schema`, with bearer authentication declared."""
+    return OpenAPIConfig(
+        title=title,
+        version="1",
+        description=description,
+        path="/schema",
+        components=Components(
+            security_schemes={
+                "AdminToken": SecurityScheme(type="http", scheme="bearer")
+            }
+        ),
+        security=[{"AdminToken": []}],
+    )

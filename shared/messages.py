@@ -1,0 +1,129 @@
+"""Wire types of every NATS message, encoded as JSON by msgspec.
+
+New fields get defaults so that older readers keep decoding newer messages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+import msgspec
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    """Base of all wire types."""
+
+
+# --- tenant service ---------------------------------------------------------
+
+
+class ResolveSecret(Message, frozen=True, kw_only=True):
+    """Ask which tenant a link secret belongs to."""
+
+    secret: str
+
+
+class GetTenant(Message, frozen=True, kw_only=True):
+    """Ask for a tenant's form settings by id."""
+
+    tenant_id: str
+
+
+class TenantForm(Message, frozen=True, kw_only=True):
+    """What the gateway needs to render a tenant's ticket form."""
+
+    tenant_id: str
+    name: str
+    language: str
+    categories: list[str]
+
+
+TenantRejection = Literal[
+    "unknown_secret",
+    "unknown_tenant",
+    "revoked_secret",
+    "expired_secret",
+    "intake_disabled",
+]
+
+
+class TenantResolved(Message, frozen=True, kw_only=True):
+    """Reply to `ResolveSecret` and `GetTenant`.
+
+    `tenant` is set when the link may open a form; otherwise `reason` names
+    why not, for the gateway's log, and the link gets the neutral answer.
+    """
+
+    tenant: TenantForm | None = None
+    reason: TenantRejection | None = None
+
+
+# --- personnel service ------------------------------------------------------
+
+
+class ResolvePerson(Message, frozen=True, kw_only=True):
+    """Ask for the person with a personnel number within one tenant."""
+
+    tenant_id: str
+    personnel_number: str
+
+
+class Person(Message, frozen=True, kw_only=True):
+    """A person who may file tickets for a tenant."""
+
+    personnel_number: str
+    display_name: str
+
+
+PersonRejection = Literal["unknown_person", "inactive_person"]
+
+
+class PersonResolved(Message, frozen=True, kw_only=True):
+    """Reply to `ResolvePerson`."""
+
+    person: Person | None = None
+    reason: PersonRejection | None = None
+
+
+# --- ticket events ----------------------------------------------------------
+
+
+Urgency = Literal["low", "normal", "high"]
+
+
+class TicketSubmittedData(Message, frozen=True, kw_only=True):
+    """A ticket as the reporter submitted it, before the ticket service stored it.
+
+    Personnel data is limited to the number and the display name.
+    """
+
+    submission_id: str
+    reference: str
+    tenant_id: str
+    personnel_number: str
+    reporter_name: str
+    category: str
+    subject: str
+    description: str
+    location: str = ""
+    urgency: Urgency = "normal"
+    language: str = "de"
+    submitted_at: dt.datetime
+
+
+class TicketSubmitted(Message, frozen=True, kw_only=True):
+    """CloudEvents 1.0 envelope of a submission (structured JSON mode)."""
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str
+    source: str = "/linkdesk/gateway"
+    type: Literal["ch.linkdesk.ticket.submitted.v1"] = "ch.linkdesk.ticket.submitted.v1"
+    time: dt.datetime
+    subject: str
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: TicketSubmittedData
+
+
+ENCODER = msgspec.json.Encoder()
+"""One encoder for every wire type; msgspec encoders are safe to share."""

@@ -1,0 +1,150 @@
+"""NATS connections, typed request/reply, and the reply-side error boundary."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import msgspec
+import nats
+import nats.errors
+from nats.aio.client import Client
+from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
+
+from shared import messages
+
+logger = logging.getLogger(__name__)
+
+ReplyT = TypeVar("ReplyT", bound=messages.Message)
+RequestT = TypeVar("RequestT", bound=messages.Message)
+
+REQUEST_ID_HEADER = "Linkdesk-Request-Id"
+
+
+class DependencyUnavailable(Exception):
+    """A request to another service got no usable reply.
+
+    `reason` is one of `no_responders`, `timeout`, `disconnected`,
+    `error_reply` and `bad_reply`; none of them says anything about the
+    request itself, so callers answer "try again later", never "not found".
+    """
+
+    def __init__(self, subject: str, reason: str, detail: str = "") -> None:
+        self.subject = subject
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"request to {subject} failed: {reason} {detail}".strip())
+
+
+async def connect(servers: list[str], service: str) -> Client:
+    """Connect to NATS, retrying for ever in the background after the first
+    success, and log every change of the connection state."""
+
+    async def disconnected() -> None:
+        logger.warning("nats disconnected", extra={"event": "nats_disconnected"})
+
+    async def reconnected() -> None:
+        logger.info("nats reconnected", extra={"event": "nats_reconnected"})
+
+    async def error(exc: Exception) -> None:
+        logger.warning(
+            "nats error: %s", exc, extra={"event": "nats_error", "error": repr(exc)}
+        )
+
+    return await nats.connect(
+        servers=servers,
+        name=f"linkdesk-{service}",
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        disconnected_cb=disconnected,
+        reconnected_cb=reconnected,
+        error_cb=error,
+    )
+
+
+async def request(
+    nc: Client,
+    subject: str,
+    message: messages.Message,
+    reply_type: type[ReplyT],
+    *,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+) -> ReplyT:
+    """Send `message` to `subject` and decode the reply as `reply_type`.
+
+    Raises `DependencyUnavailable` when nobody answers, the answer is late,
+    the connection is down, or the reply is an error or cannot be decoded.
+    """
+    try:
+        reply = await nc.request(
+            subject, messages.ENCODER.encode(message), timeout=timeout, headers=headers
+        )
+    except nats.errors.NoRespondersError:
+        raise DependencyUnavailable(subject, "no_responders") from None
+    except nats.errors.TimeoutError:
+        raise DependencyUnavailable(subject, "timeout", f"after {timeout} s") from None
+    except (
+        nats.errors.ConnectionClosedError,
+        nats.errors.ConnectionDrainingError,
+        nats.errors.ConnectionReconnectingError,
+        nats.errors.StaleConnectionError,
+        nats.errors.OutboundBufferLimitError,
+    ) as exc:
+        raise DependencyUnavailable(subject, "disconnected", repr(exc)) from None
+
+    if reply.headers and ERROR_CODE_HEADER in reply.headers:
+        detail = f"{reply.headers[ERROR_CODE_HEADER]} {reply.headers.get(ERROR_HEADER)}"
+        raise DependencyUnavailable(subject, "error_reply", detail)
+    try:
+        return msgspec.json.decode(reply.data, type=reply_type)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise DependencyUnavailable(subject, "bad_reply", str(exc)) from None
+
+
+def reply_handler(
+    request_type: type[RequestT],
+    handle: Callable[[RequestT], Awaitable[messages.Message]],
+) -> Callable[[Request], Awaitable[None]]:
+    """Wrap `handle` as a nats.micro endpoint handler.
+
+    This is the one error boundary of a request handler: a request that does
+    not decode gets a `400` error reply naming the problem, an exception gets
+    a `500` error reply and a log line, and neither reaches the caller as a
+    regular answer.
+    """
+
+    async def endpoint(req: Request) -> None:
+        request_id = (req.headers or {}).get(REQUEST_ID_HEADER, "")
+        try:
+            decoded = msgspec.json.decode(req.data, type=request_type)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            logger.warning(
+                "invalid request: %s",
+                exc,
+                extra={
+                    "event": "invalid_request",
+                    "subject": req.subject,
+                    "request_id": request_id,
+                },
+            )
+            await req.respond_error("400", f"invalid {request_type.__name__}: {exc}")
+            return
+        try:
+            result = await handle(decoded)
+        except Exception:
+            logger.exception(
+                "request handler failed",
+                extra={
+                    "event": "handler_failed",
+                    "subject": req.subject,
+                    "request_id": request_id,
+                },
+            )
+            await req.respond_error("500", "internal error, see the service log")
+            return
+        await req.respond(messages.ENCODER.encode(result))
+
+    return endpoint

@@ -1,0 +1,66 @@
+"""Run a service's Litestar app under uvicorn with one ready and one stop line.
+
+uvicorn turns SIGTERM and SIGINT into a graceful shutdown that runs the
+app's lifespan exit, where each service drains NATS and closes its pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import uvicorn
+from litestar import Litestar
+
+from shared import logs
+
+logger = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, service: str) -> None:
+        super().__init__(config)
+        self.service = service
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            logger.info(
+                "service ready",
+                extra={
+                    "event": "service_ready",
+                    "http": f"http://{self.config.host}:{self.config.port}",
+                },
+            )
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Logged here rather than after run() returns, because uvicorn
+        # re-raises the captured SIGTERM once shutdown is done.
+        await super().shutdown(sockets)
+        logger.info("service stopped", extra={"event": "service_stopped"})
+
+
+def serve(service: str, app: Litestar, host: str, port: int) -> None:
+    """Serve `app` until SIGTERM or SIGINT."""
+    logger.info("service starting", extra={"event": "service_starting", "port": port})
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        date_header=True,
+        loop="auto",
+        http="auto",
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    _Server(config, service).run()
+
+
+def main(service: str, build_app: object, host: str, port: int) -> None:
+    """Configure logging, build the app and serve it."""
+    logs.configure(service)
+    assert callable(build_app)
+    serve(service, build_app(), host, port)

@@ -1,0 +1,91 @@
+"""Read service settings from environment variables and fail fast on bad ones.
+
+Every reader names the variable and the value it rejected, so an operator
+can fix a deployment from the first log line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+
+class SettingsError(ValueError):
+    """A setting is missing or has a value that cannot be used."""
+
+
+def env_str(name: str, default: str, environ: Mapping[str, str] | None = None) -> str:
+    """Return the variable `name`, or `default` when it is unset or empty."""
+    value = (os.environ if environ is None else environ).get(name, "").strip()
+    return value or default
+
+
+def env_int(
+    name: str,
+    default: int,
+    *,
+    minimum: int = 0,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """Return the variable `name` as an integer of at least `minimum`."""
+    raw = env_str(name, "", environ)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        msg = f"{name} must be an integer, got {raw!r}"
+        raise SettingsError(msg) from None
+    if value < minimum:
+        msg = f"{name} must be at least {minimum}, got {value}"
+        raise SettingsError(msg)
+    return value
+
+
+def env_float(
+    name: str,
+    default: float,
+    *,
+    minimum: float = 0.0,
+    environ: Mapping[str, str] | None = None,
+) -> float:
+    """Return the variable `name` as a number of seconds or similar unit."""
+    raw = env_str(name, "", environ)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        msg = f"{name} must be a number, got {raw!r}"
+        raise SettingsError(msg) from None
+    if value < minimum:
+        msg = f"{name} must be at least {minimum}, got {value}"
+        raise SettingsError(msg)
+    return value
+
+
+def nats_servers(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Return the servers of `NATS_URL`, a comma-separated list."""
+    raw = env_str("NATS_URL", "nats://127.0.0.1:4222", environ)
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def database_url(environ: Mapping[str, str] | None = None) -> str:
+    """Return `DATABASE_URL`, a libpq connection URI."""
+    return env_str(
+        "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/linkdesk", environ
+    )
+
+
+def http_address(
+    default_port: int, environ: Mapping[str, str] | None = None
+) -> tuple[str, int]:
+    """Return `HTTP_HOST` (default 127.0.0.1) and `HTTP_PORT` of the service."""
+    host = env_str("HTTP_HOST", "127.0.0.1", environ)
+    port = env_int("HTTP_PORT", default_port, minimum=1, environ=environ)
+    return host, port
+
+
+def request_timeout(environ: Mapping[str, str] | None = None) -> float:
+    """Return `NATS_REQUEST_TIMEOUT`, seconds to wait for another service."""
+    return env_float("NATS_REQUEST_TIMEOUT", 2.0, minimum=0.05, environ=environ)
