@@ -83,7 +83,7 @@ async def migrate(pool: asyncpg.Pool, schema: str, package: str) -> list[str]:
                     extra={
                         "event": "migration_applied",
                         "schema": schema,
-                        "name": name,
+                        "migration": name,
                     },
                 )
         finally:

@@ -64,8 +64,8 @@ _GERMAN: Final[dict[str, str]] = {
         "erhalten geblieben. Bitte versuchen Sie es in einem Moment erneut."
     ),
     "banner_expired": (
-        "Dieses Formular ist abgelaufen. "
-        "Öffnen Sie den Link bitte erneut über Ihr Intranet."
+        "Dieses Formular war abgelaufen. Ihre Eingaben sind erhalten geblieben. "
+        "Bitte prüfen Sie sie und senden Sie das Formular erneut ab."
     ),
     "confirmation_title": "Ticket erhalten",
     "confirmation_heading": "Vielen Dank, Ihr Ticket ist eingegangen.",
@@ -130,7 +130,8 @@ _ENGLISH: Final[dict[str, str]] = {
         "please try again in a moment."
     ),
     "banner_expired": (
-        "This form has expired. Open the link from your intranet again."
+        "This form had expired. Your input has been kept; "
+        "please check it and submit the form again."
     ),
     "confirmation_title": "Ticket received",
     "confirmation_heading": "Thank you, your ticket has been received.",
@@ -192,7 +193,8 @@ _FRENCH: Final[dict[str, str]] = {
         "conservées\u00a0; veuillez réessayer dans un instant."
     ),
     "banner_expired": (
-        "Ce formulaire a expiré. Veuillez rouvrir le lien depuis votre intranet."
+        "Ce formulaire avait expiré. Vos saisies ont été conservées. "
+        "Veuillez les vérifier et envoyer à nouveau le formulaire."
     ),
     "confirmation_title": "Ticket reçu",
     "confirmation_heading": "Merci, nous avons bien reçu votre ticket.",
@@ -258,7 +260,10 @@ _ITALIAN: Final[dict[str, str]] = {
         "Il servizio è temporaneamente non disponibile. I dati inseriti sono "
         "stati conservati. Riprovi tra qualche istante."
     ),
-    "banner_expired": "Questo modulo è scaduto. Riapra il link dall'intranet.",
+    "banner_expired": (
+        "Questo modulo era scaduto. I dati inseriti sono stati conservati. "
+        "La preghiamo di verificarli e di inviare di nuovo il modulo."
+    ),
     "confirmation_title": "Ticket ricevuto",
     "confirmation_heading": "Grazie, abbiamo ricevuto il suo ticket.",
     "confirmation_reference_label": "Il suo riferimento:",
@@ -293,10 +298,10 @@ _TEXTS: Final[Mapping[str, Mapping[str, str]]] = {
 def negotiate(accept_language: str | None, tenant_default: str | None) -> str:
     """Choose the page language for a request.
 
-    The first language of the Accept-Language header, by q-value and then by
-    position, whose primary subtag is in LANGUAGES wins, so "fr-CH" selects "fr".
-    Ranges with q=0 and malformed parts are skipped without raising. Without a
-    match the tenant's default is used if it is in LANGUAGES, else German.
+    Header entries are ordered by q-value and then by position, and the first one
+    whose primary subtag is in LANGUAGES wins, so "fr-CH" selects "fr". Entries
+    with q=0 and malformed entries are skipped without raising. Without a match
+    the tenant's default is used if it is in LANGUAGES, else German.
     """
     for language in _preferred_languages(accept_language or ""):
         if language in LANGUAGES:

@@ -1,0 +1,167 @@
+"""`linkdesk dev`: the whole system on one machine, from PyPI wheels only.
+
+Starts nats-server with JetStream and PostgreSQL with their data under one
+folder, then the four services as separate processes, creates a demo tenant
+and person, and prints a working link. Ctrl-C stops everything in order;
+the next start reuses the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from linkdesk import demo, links
+from linkdesk.processes import DEFAULT_PORTS, SERVICES, Stack
+from shared.embedded import EmbeddedNats, EmbeddedPostgres
+
+DEFAULT_DATA_DIR = ".linkdesk"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("LINKDESK_DATA_DIR", DEFAULT_DATA_DIR)),
+        help="folder for the NATS store, the PostgreSQL cluster, logs and the "
+        "demo credentials (default: ./.linkdesk or $LINKDESK_DATA_DIR)",
+    )
+    parser.add_argument(
+        "--nats-port", type=int, default=4222, help="NATS client port (default 4222)"
+    )
+    parser.add_argument(
+        "--postgres-port",
+        type=int,
+        default=55432,
+        help="PostgreSQL port on 127.0.0.1 (default 55432)",
+    )
+    parser.add_argument(
+        "--gateway-port",
+        type=int,
+        default=DEFAULT_PORTS["gateway"],
+        help="public HTTP port of the gateway (default 8080); the tenant, "
+        "personnel and ticket services take the next three ports",
+    )
+    parser.add_argument(
+        "--exit-after-start",
+        action="store_true",
+        help="stop again right after printing the link (for scripted checks)",
+    )
+
+
+def _credentials(path: Path) -> dict[str, str]:
+    """Load or create the admin token and form key of this data folder."""
+    if path.exists():
+        saved: dict[str, str] = json.loads(path.read_text())
+        return saved
+    created = {
+        "admin_token": secrets.token_urlsafe(32),
+        "form_key": secrets.token_urlsafe(32),
+    }
+    path.write_text(json.dumps(created, indent=2))
+    os.chmod(path, 0o600)
+    return created
+
+
+def _print_summary(
+    stack: Stack,
+    nats: EmbeddedNats,
+    postgres: EmbeddedPostgres,
+    token: str,
+    link: str,
+    tenant_id: str,
+) -> None:
+    lines = [
+        "",
+        "linkdesk is running. Press Ctrl-C to stop everything.",
+        "",
+        f"  Ticket form (demo person {demo.DEMO_PERSON}):",
+        f"    {link}",
+        "",
+        "  Services:",
+    ]
+    for name in SERVICES:
+        lines.append(f"    {name:<10} {stack.url(name)}")
+    lines += [
+        "",
+        f"  NATS_URL={nats.url}",
+        f"  DATABASE_URL={postgres.url}",
+        f"  Admin token: {token}",
+        "",
+        "  See the demo tenant's tickets:",
+        f'    curl -H "Authorization: Bearer {token}" \\',
+        f"      {stack.url('ticket')}/admin/tenants/{tenant_id}/tickets",
+        f"  Admin API documentation: {stack.url('tenant')}/schema",
+        f"  Logs: {stack.log_dir}/",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start everything, wait for Ctrl-C or SIGTERM, stop everything."""
+    data_dir: Path = args.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    credentials = _credentials(data_dir / "credentials.json")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+
+    nats = EmbeddedNats(data_dir / "nats", port=args.nats_port)
+    postgres = EmbeddedPostgres(data_dir / "postgres", port=args.postgres_port)
+    ports = {
+        name: args.gateway_port + offset
+        for offset, name in enumerate(("gateway", "tenant", "personnel", "ticket"))
+    }
+    stack: Stack | None = None
+    try:
+        print("Starting nats-server and PostgreSQL ...", flush=True)
+        nats.start()
+        postgres.start()
+        stack = Stack(
+            nats_url=nats.url,
+            database_url=postgres.url,
+            log_dir=data_dir / "logs",
+            admin_tokens=f"dev:{credentials['admin_token']}",
+            form_key=credentials["form_key"],
+            ports=ports,
+        )
+        print("Starting the services ...", flush=True)
+        stack.start()
+        data = demo.ensure_demo(
+            data_dir / "demo.json",
+            stack.url("tenant"),
+            stack.url("personnel"),
+            credentials["admin_token"],
+        )
+        link = links.build_link(
+            stack.url("gateway"), data.secret, data.personnel_number
+        )
+        _print_summary(
+            stack, nats, postgres, credentials["admin_token"], link, data.tenant_id
+        )
+
+        while not stop.is_set() and not args.exit_after_start:
+            stop.wait(1.0)
+            died = [s.name for s in stack.services.values() if not s.running]
+            if died:
+                print(
+                    f"Service stopped unexpectedly: {', '.join(died)}; "
+                    f"see {stack.log_dir}/. Stopping everything.",
+                    file=sys.stderr,
+                )
+                return 1
+        return 0
+    finally:
+        print("Stopping ...", flush=True)
+        if stack is not None:
+            stack.stop()
+        postgres.stop()
+        nats.stop()
+        print("Stopped.", flush=True)

@@ -1,0 +1,152 @@
+"""Start the four services as separate processes and stop them cleanly.
+
+`linkdesk dev` and the end-to-end tests both run the services this way, with
+the same entry points (`python -m services.<name>`) that a container uses.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from shared.embedded import LOOPBACK, free_port
+
+SERVICES = ("tenant", "personnel", "ticket", "gateway")
+"""Start order: the gateway last, so that it finds the others and the stream."""
+
+DEFAULT_PORTS = {"gateway": 8080, "tenant": 8081, "personnel": 8082, "ticket": 8083}
+
+
+class ServiceStartError(RuntimeError):
+    """A service exited or did not report ready in time."""
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    port: int
+    env: Mapping[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            **self.env,
+            "HTTP_HOST": LOOPBACK,
+            "HTTP_PORT": str(self.port),
+        }
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", f"services.{self.name}"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                # Its own session: Ctrl-C reaches only the launcher, which
+                # then stops the services in order.
+                start_new_session=True,
+            )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                msg = f"{self.name} exited during start, see {self.log_path}"
+                raise ServiceStartError(msg)
+            try:
+                if (
+                    httpx.get(f"{self.url}/health/ready", timeout=1.0).status_code
+                    == 200
+                ):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        msg = f"{self.name} not ready after {timeout:.0f} s, see {self.log_path}"
+        raise ServiceStartError(msg)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; return the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """Stop abruptly, as a crash or an OOM kill would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+
+@dataclass
+class Stack:
+    """The four services against one NATS and one PostgreSQL."""
+
+    nats_url: str
+    database_url: str
+    log_dir: Path
+    admin_tokens: str
+    form_key: str
+    ports: Mapping[str, int] = field(default_factory=dict)
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        env = {
+            "NATS_URL": self.nats_url,
+            "DATABASE_URL": self.database_url,
+            "LINKDESK_ADMIN_TOKENS": self.admin_tokens,
+            "GATEWAY_FORM_KEY": self.form_key,
+            "LOG_FORMAT": "json",
+            **self.extra_env,
+        }
+        for name in SERVICES:
+            port = self.ports.get(name) or free_port()
+            self.services[name] = ServiceProcess(
+                name, port, env, self.log_dir / f"{name}.log"
+            )
+
+    def url(self, name: str) -> str:
+        return self.services[name].url
+
+    def start(self, *names: str, timeout: float = 30.0) -> None:
+        """Start the named services (all when none are named), in order."""
+        for name in names or SERVICES:
+            service = self.services[name]
+            if not service.running:
+                service.start()
+                service.wait_ready(timeout)
+
+    def stop(self, *names: str) -> None:
+        """Stop the named services (all when none are named), gateway first."""
+        for name in reversed(names or SERVICES):
+            self.services[name].stop()

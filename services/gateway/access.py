@@ -1,0 +1,64 @@
+"""ASGI middleware: request ids, public headers, and an access log without
+query strings (the query of a link carries the secret)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.gateway.pages import PUBLIC_HEADERS
+
+logger = logging.getLogger("linkdesk.access")
+
+_PUBLIC_HEADERS = [
+    (name.lower().encode("latin-1"), value.encode("latin-1"))
+    for name, value in PUBLIC_HEADERS.items()
+]
+
+
+def access_middleware(app: ASGIApp) -> ASGIApp:
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        method = str(scope.get("method", ""))
+        started = time.perf_counter()
+        status = 500
+        public = scope["path"].startswith("/public")
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                if public:
+                    headers += [h for h in _PUBLIC_HEADERS if h[0] not in present]
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_headers)
+        finally:
+            logger.info(
+                "%s %s %s",
+                method,
+                scope["path"],
+                status,
+                extra={
+                    "event": "http_request",
+                    "method": method,
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "request_id": request_id,
+                },
+            )
+
+    return middleware

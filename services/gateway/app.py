@@ -1,0 +1,75 @@
+"""Wire the gateway: public routes, NATS connection, health."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import nats.errors
+import nats.js.errors
+from litestar import Litestar, Response
+from litestar.datastructures import State
+from litestar.exceptions import NotFoundException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+
+from services.gateway import routes
+from services.gateway import settings as gateway_settings
+from services.gateway.access import access_middleware
+from services.gateway.directory import Directory
+from services.gateway.pages import Pages
+from shared import health, lifecycle, subjects
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "gateway"
+
+
+@asynccontextmanager
+async def _lifespan(app: Litestar) -> AsyncIterator[None]:
+    async with lifecycle.nats_connection(app.state, SERVICE) as nc:
+        app.state.directory = Directory(nc, app.state.settings.request_timeout)
+        yield
+
+
+async def _readiness(state: State) -> dict[str, bool]:
+    nc = getattr(state, "nc", None)
+    connected = bool(nc and nc.is_connected)
+    stream = False
+    if nc and connected:
+        try:
+            await nc.jetstream(timeout=1.0).stream_info(subjects.TICKET_STREAM)
+            stream = True
+        except (nats.errors.Error, nats.js.errors.Error):
+            stream = False
+    return {"nats": connected, "stream": stream}
+
+
+def _not_found(request: routes.AnyRequest, _: Exception) -> Response[bytes]:
+    # Unknown public paths get the same neutral page as an invalid link.
+    pages: Pages = request.app.state.pages
+    return pages.not_found()
+
+
+def create_app() -> Litestar:
+    """Build the gateway's ASGI app."""
+    settings = gateway_settings.load()
+    return Litestar(
+        route_handlers=[
+            routes.open_form,
+            routes.submit,
+            routes.confirmation,
+            routes.stylesheet,
+            health.health_router(_readiness),
+        ],
+        lifespan=[_lifespan],
+        middleware=[access_middleware],
+        logging_config=None,
+        openapi_config=None,
+        request_max_body_size=settings.max_body_bytes,
+        state=State({"settings": settings, "pages": Pages()}),
+        exception_handlers={
+            RequestEntityTooLarge: routes.request_too_large,
+            NotFoundException: _not_found,
+        },
+    )

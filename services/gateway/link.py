@@ -1,0 +1,87 @@
+"""Parse the public link's query: two bare, positional, percent-encoded values.
+
+`?<secret>&<personnel number>` is the contract that intranets already build.
+The standard query parsers drop keys without `=`, so the raw query string is
+split here. The rules, strict on purpose so that every odd link gets the one
+neutral answer:
+
+- exactly two parts separated by one `&`; a leading, trailing or doubled `&`
+  and any third part are rejected;
+- neither part may contain `=`, so `secret=…` forms are rejected too;
+- each part is percent-decoded as UTF-8 (RFC 3986: `+` stays `+`);
+- the personnel number is trimmed of surrounding whitespace, nothing else.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import unquote
+
+MAX_QUERY_BYTES = 512
+MAX_SECRET_LENGTH = 128
+MAX_PERSONNEL_NUMBER_LENGTH = 64
+
+Malformed = Literal[
+    "empty_query",
+    "query_too_long",
+    "wrong_part_count",
+    "named_parameter",
+    "invalid_encoding",
+    "empty_secret",
+    "secret_too_long",
+    "empty_personnel_number",
+    "personnel_number_too_long",
+    "control_character",
+]
+
+
+@dataclass(frozen=True)
+class Link:
+    secret: str
+    personnel_number: str
+
+
+@dataclass(frozen=True)
+class MalformedLink:
+    """Why a query is not a link; goes to the log, never to the reader."""
+
+    reason: Malformed
+
+
+def _has_control_character(text: str) -> bool:
+    return any(unicodedata.category(ch).startswith("C") for ch in text)
+
+
+def parse(query: bytes) -> Link | MalformedLink:
+    """Parse the raw query string (without `?`) of a public link."""
+    if not query:
+        return MalformedLink("empty_query")
+    if len(query) > MAX_QUERY_BYTES:
+        return MalformedLink("query_too_long")
+    parts = query.split(b"&")
+    if len(parts) != 2:
+        return MalformedLink("wrong_part_count")
+    if any(b"=" in part for part in parts):
+        return MalformedLink("named_parameter")
+    try:
+        raw_secret, raw_number = (
+            unquote(part.decode("ascii"), errors="strict") for part in parts
+        )
+    except UnicodeError:
+        return MalformedLink("invalid_encoding")
+
+    secret = raw_secret
+    number = raw_number.strip()
+    if not secret:
+        return MalformedLink("empty_secret")
+    if len(secret) > MAX_SECRET_LENGTH:
+        return MalformedLink("secret_too_long")
+    if not number:
+        return MalformedLink("empty_personnel_number")
+    if len(number) > MAX_PERSONNEL_NUMBER_LENGTH:
+        return MalformedLink("personnel_number_too_long")
+    if _has_control_character(secret) or _has_control_character(number):
+        return MalformedLink("control_character")
+    return Link(secret=secret, personnel_number=number)

@@ -1,0 +1,137 @@
+"""Render the public pages and attach the headers every public page sends."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from litestar import Response
+from litestar.enums import MediaType
+
+from services.gateway import i18n, submission
+from services.gateway.form_token import FormContext
+
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC_URL = "/public/static"
+SUBMIT_URL = "/public/tickets"
+
+PUBLIC_HEADERS: Mapping[str, str] = {
+    # The secret travels in the link, so no page of the flow may pass its URL
+    # on as a Referer or leave it in a shared cache.
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; "
+        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+}
+
+RETRY_AFTER_SECONDS = 10
+
+
+def human_size(size: int) -> str:
+    """Format a byte count the way the error page states a limit."""
+    if size >= 1024 * 1024:
+        return f"{size / (1024 * 1024):g} MB"
+    return f"{size / 1024:g} KB"
+
+
+class Pages:
+    """The gateway's templates, with the two fixed pages rendered once."""
+
+    def __init__(self) -> None:
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(TEMPLATES),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
+        # Rendered once so that every invalid link gets the same bytes,
+        # whatever the reason and whatever the request's language.
+        self.not_found_body = self._render("not_found.html", static_url=STATIC_URL)
+        self.unavailable_body = self._render("unavailable.html", static_url=STATIC_URL)
+
+    def _render(self, template: str, **context: Any) -> bytes:
+        return self.env.get_template(template).render(**context).encode("utf-8")
+
+    @staticmethod
+    def _html(
+        body: bytes, status: int, headers: Mapping[str, str] | None = None
+    ) -> Response[bytes]:
+        return Response(
+            content=body,
+            status_code=status,
+            media_type=MediaType.HTML,
+            headers={**PUBLIC_HEADERS, **(headers or {})},
+        )
+
+    def not_found(self) -> Response[bytes]:
+        """The one neutral answer to every invalid link."""
+        return self._html(self.not_found_body, 404)
+
+    def unavailable(self) -> Response[bytes]:
+        return self._html(
+            self.unavailable_body, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        )
+
+    def form(
+        self,
+        context: FormContext,
+        form_token: str,
+        *,
+        values: Mapping[str, str] | None = None,
+        errors: Mapping[str, submission.FieldError] | None = None,
+        banner_key: str | None = None,
+        status: int = 200,
+    ) -> Response[bytes]:
+        texts = i18n.texts(context.language)
+        messages = {
+            name: texts[error.key].format(max=error.max)
+            for name, error in (errors or {}).items()
+        }
+        body = self._render(
+            "form.html",
+            lang=context.language,
+            t=texts,
+            static_url=STATIC_URL,
+            action_url=SUBMIT_URL,
+            tenant_name=context.tenant_name,
+            person_name=context.person_name,
+            personnel_number=context.personnel_number,
+            categories=context.categories,
+            urgencies=list(submission.URGENCIES),
+            values=dict(values or {}),
+            errors=messages,
+            form_token=form_token,
+            banner=texts[banner_key] if banner_key else None,
+            limits=dict(submission.LIMITS),
+        )
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else {}
+        return self._html(body, status, headers)
+
+    def confirmation(self, language: str, reference: str) -> Response[bytes]:
+        body = self._render(
+            "confirmation.html",
+            lang=language,
+            t=i18n.texts(language),
+            static_url=STATIC_URL,
+            reference=reference,
+        )
+        return self._html(body, 200)
+
+    def error(
+        self, language: str, status: int, title_key: str, message: str
+    ) -> Response[bytes]:
+        texts = i18n.texts(language)
+        body = self._render(
+            "error.html",
+            lang=language,
+            t=texts,
+            static_url=STATIC_URL,
+            title=texts[title_key],
+            message=message,
+        )
+        return self._html(body, status)

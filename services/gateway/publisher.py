@@ -1,0 +1,63 @@
+"""Publish submissions to JetStream and wait for the stream's acknowledgement."""
+
+from __future__ import annotations
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+
+from shared import messages, subjects
+from shared.messaging import REQUEST_ID_HEADER
+
+
+class PublishFailed(Exception):
+    """JetStream did not confirm that it stored the event."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        super().__init__(f"publish failed: {reason} {detail}".strip())
+
+
+class PayloadTooLarge(Exception):
+    """The encoded event is larger than the NATS server accepts."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"event of {size} bytes exceeds max_payload {limit}")
+
+
+async def publish_submission(
+    nc: Client, event: messages.TicketSubmitted, *, timeout: float, request_id: str
+) -> bool:
+    """Publish `event` with its submission id as `Nats-Msg-Id`.
+
+    Returns True when JetStream reports a duplicate, which means the same
+    form was already accepted. Raises `PayloadTooLarge` or `PublishFailed`.
+    """
+    payload = messages.ENCODER.encode(event)
+    if len(payload) > nc.max_payload:
+        raise PayloadTooLarge(len(payload), nc.max_payload)
+    try:
+        ack = await nc.jetstream(timeout=timeout).publish(
+            subjects.ticket_submitted(event.data.tenant_id),
+            payload,
+            headers={
+                "Nats-Msg-Id": event.data.submission_id,
+                REQUEST_ID_HEADER: request_id,
+            },
+            stream=subjects.TICKET_STREAM,
+        )
+    except nats.js.errors.NoStreamResponseError:
+        raise PublishFailed("no_stream", "no stream answered") from None
+    except nats.errors.TimeoutError:
+        raise PublishFailed(
+            "timeout", f"no acknowledgement after {timeout} s"
+        ) from None
+    except nats.errors.MaxPayloadError:
+        raise PayloadTooLarge(len(payload), nc.max_payload) from None
+    except nats.js.errors.APIError as exc:
+        raise PublishFailed("api_error", str(exc)) from None
+    except nats.errors.Error as exc:
+        raise PublishFailed("disconnected", repr(exc)) from None
+    return bool(ack.duplicate)
