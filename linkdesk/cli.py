@@ -1,4 +1,8 @@
-"""The `linkdesk` command line."""
+"""The `linkdesk` command line.
+
+Each command group lives in its own module with a `register(commands)`
+function that adds its sub-parsers and sets `handler` on them.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from linkdesk import dev, links
+from linkdesk.api_client import CommandError, fail
 
-
-def _link(args: argparse.Namespace) -> int:
-    print(links.build_link(args.base_url, args.secret, args.personnel_number))
-    return 0
+COMMAND_MODULES = (dev, links)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,35 +21,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="linkdesk", description="Tickets without a user account."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-
-    dev_parser = commands.add_parser(
-        "dev",
-        help="start the whole system on this machine and print a working link",
-        description=dev.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    dev.add_arguments(dev_parser)
-    dev_parser.set_defaults(handler=dev.run)
-
-    link_parser = commands.add_parser(
-        "link",
-        help="build a person's public link from a secret and a personnel number",
-    )
-    link_parser.add_argument("secret", help="the tenant's link secret")
-    link_parser.add_argument("personnel_number", help="the person's personnel number")
-    link_parser.add_argument(
-        "--base-url",
-        default="http://127.0.0.1:8080",
-        help="public address of the gateway (default http://127.0.0.1:8080)",
-    )
-    link_parser.set_defaults(handler=_link)
+    for module in COMMAND_MODULES:
+        module.register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a `linkdesk` command and return its exit code."""
     args = build_parser().parse_args(argv)
-    code: int = args.handler(args)
+    try:
+        code: int = args.handler(args)
+    except CommandError as exc:
+        return fail(str(exc))
     return code
 
 

@@ -24,7 +24,14 @@ from shared.embedded import EmbeddedNats, EmbeddedPostgres
 DEFAULT_DATA_DIR = ".linkdesk"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "dev",
+        help="start the whole system on this machine and print a working link",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(handler=run)
     parser.add_argument(
         "--data-dir",
         type=Path,

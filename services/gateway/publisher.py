@@ -6,7 +6,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 
-from shared import messages, subjects
+from shared import events, messages, subjects
 from shared.messaging import REQUEST_ID_HEADER
 
 
@@ -28,7 +28,7 @@ class PayloadTooLarge(Exception):
 
 
 async def publish_submission(
-    nc: Client, event: messages.TicketSubmitted, *, timeout: float, request_id: str
+    nc: Client, event: events.TicketSubmitted, *, timeout: float, request_id: str
 ) -> bool:
     """Publish `event` with its submission id as `Nats-Msg-Id`.
 

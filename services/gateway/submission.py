@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.gateway.form_token import FormContext
-from shared import messages, reference
+from shared import events, reference
 
 LIMITS: Mapping[str, int] = {
     "category": 80,
@@ -18,7 +18,7 @@ LIMITS: Mapping[str, int] = {
 }
 """Maximum length of each field in characters."""
 
-URGENCIES: tuple[messages.Urgency, ...] = ("low", "normal", "high")
+URGENCIES: tuple[events.Urgency, ...] = ("low", "normal", "high")
 FIELDS = ("category", "subject", "description", "location", "urgency")
 REQUIRED = ("category", "subject", "description")
 
@@ -57,13 +57,13 @@ def build_event(
     context: FormContext,
     values: Mapping[str, str],
     now: dt.datetime | None = None,
-) -> messages.TicketSubmitted:
+) -> events.TicketSubmitted:
     """Build the submitted event of a valid form; text stays exactly as typed."""
     submitted_at = now or dt.datetime.now(dt.UTC)
     submission_id = uuid.UUID(context.submission_id)
     urgency = values.get("urgency") or "normal"
     assert urgency in URGENCIES
-    data = messages.TicketSubmittedData(
+    data = events.TicketSubmittedData(
         submission_id=str(submission_id),
         reference=reference.for_submission(submission_id),
         tenant_id=context.tenant_id,
@@ -77,7 +77,7 @@ def build_event(
         language=context.language,
         submitted_at=submitted_at,
     )
-    return messages.TicketSubmitted(
+    return events.TicketSubmitted(
         id=str(submission_id),
         time=submitted_at,
         subject=data.reference,

@@ -25,12 +25,12 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from services.ticket import repository
-from shared import messages, streams, subjects
+from shared import events, streams, subjects
 from shared.settings import env_float, env_int
 
 logger = logging.getLogger(__name__)
 
-_decoder = msgspec.json.Decoder(messages.TicketSubmitted)
+_decoder = msgspec.json.Decoder(events.TicketSubmitted)
 
 # Errors that say the database is out of reach rather than that this message
 # is wrong; the message is retried without counting towards parking.

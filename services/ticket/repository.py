@@ -8,7 +8,7 @@ import uuid
 import asyncpg
 import msgspec
 
-from shared import messages
+from shared import events
 
 SCHEMA = "ticket"
 
@@ -47,7 +47,7 @@ class ParkedMessage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def store_submission(
-    pool: asyncpg.Pool, data: messages.TicketSubmittedData, stream_sequence: int
+    pool: asyncpg.Pool, data: events.TicketSubmittedData, stream_sequence: int
 ) -> bool:
     """Insert the ticket unless its submission is already stored.
 
