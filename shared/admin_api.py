@@ -35,7 +35,25 @@ def conflict_handler(_: AdminRequest, exc: Exception) -> Response[dict[str, obje
     return _json_error(409, str(exc))
 
 
-EXCEPTION_HANDLERS = {NotFound: not_found_handler, Conflict: conflict_handler}
+def internal_error_handler(
+    request: AdminRequest, exc: Exception
+) -> Response[dict[str, object]]:
+    """Log an unexpected error with its traceback; the caller sees no details."""
+    logger.error(
+        "unhandled error in %s %s",
+        request.method,
+        request.url.path,
+        exc_info=exc,
+        extra={"event": "unhandled_error"},
+    )
+    return _json_error(500, "internal error, see the service log")
+
+
+EXCEPTION_HANDLERS = {
+    NotFound: not_found_handler,
+    Conflict: conflict_handler,
+    500: internal_error_handler,
+}
 
 
 def openapi_config(title: str, description: str) -> OpenAPIConfig:

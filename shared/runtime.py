@@ -40,6 +40,16 @@ class _Server(uvicorn.Server):
         logger.info("service stopped", extra={"event": "service_stopped"})
 
 
+MAX_REQUEST_HEAD_BYTES = 256 * 1024
+"""Largest request line plus headers that the h11 parser buffers.
+
+The gateway must read a link with a 100 KB query to answer it with the
+neutral 404 page; uvicorn's httptools parser rejects a request line of about
+64 KB with its own 400 (uvicorn 0.55), so the services use h11 with this
+limit instead.
+"""
+
+
 def serve(service: str, app: Litestar, host: str, port: int) -> None:
     """Serve `app` until SIGTERM or SIGINT."""
     logger.info("service starting", extra={"event": "service_starting", "port": port})
@@ -52,7 +62,8 @@ def serve(service: str, app: Litestar, host: str, port: int) -> None:
         server_header=False,
         date_header=True,
         loop="auto",
-        http="auto",
+        http="h11",
+        h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
         lifespan="on",
         timeout_graceful_shutdown=10,
     )

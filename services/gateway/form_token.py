@@ -69,7 +69,9 @@ def verify(key: bytes, token: str, now: float | None = None) -> FormContext:
     Raises `InvalidToken` or `ExpiredToken`.
     """
     payload, _, signature = token.partition(".")
-    if not payload or not signature or not payload.isascii():
+    # `hmac.compare_digest` raises TypeError on non-ASCII text, so a posted
+    # token with such characters is rejected here as malformed.
+    if not payload or not signature or not token.isascii():
         msg = "form token is malformed"
         raise InvalidToken(msg)
     if not hmac.compare_digest(_signature(key, payload), signature):

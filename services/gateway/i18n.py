@@ -78,6 +78,10 @@ _GERMAN: Final[dict[str, str]] = {
         "Die gesendeten Daten sind größer als das Maximum von {limit}. "
         "Gehen Sie zurück, kürzen Sie den Text und senden Sie das Formular erneut."
     ),
+    "too_many_fields_message": (
+        "Das Formular enthält mehr als {max} Felder. "
+        "Öffnen Sie den Link bitte erneut über Ihr Intranet."
+    ),
     "bad_request_title": "Ungültige Anfrage",
     "bad_request_message": (
         "Das Formular konnte nicht gelesen werden. "
@@ -141,6 +145,10 @@ _ENGLISH: Final[dict[str, str]] = {
     "request_too_large_message": (
         "The data you sent is larger than the maximum of {limit}. "
         "Go back, shorten the text and send the form again."
+    ),
+    "too_many_fields_message": (
+        "The form contains more than {max} fields. "
+        "Open the link from your intranet again."
     ),
     "bad_request_title": "Invalid request",
     "bad_request_message": (
@@ -206,6 +214,10 @@ _FRENCH: Final[dict[str, str]] = {
     "request_too_large_message": (
         "Les données envoyées dépassent la taille maximale de {limit}. Revenez "
         "en arrière, raccourcissez le texte et renvoyez le formulaire."
+    ),
+    "too_many_fields_message": (
+        "Le formulaire contient plus de {max} champs. "
+        "Veuillez rouvrir le lien depuis votre intranet."
     ),
     "bad_request_title": "Requête non valide",
     "bad_request_message": (
@@ -274,6 +286,9 @@ _ITALIAN: Final[dict[str, str]] = {
     "request_too_large_message": (
         "I dati inviati superano la dimensione massima di {limit}. Torni "
         "indietro, accorci il testo e invii di nuovo il modulo."
+    ),
+    "too_many_fields_message": (
+        "Il modulo contiene più di {max} campi. Riapra il link dall'intranet."
     ),
     "bad_request_title": "Richiesta non valida",
     "bad_request_message": (

@@ -8,12 +8,14 @@ neutral answer:
 - exactly two parts separated by one `&`; a leading, trailing or doubled `&`
   and any third part are rejected;
 - neither part may contain `=`, so `secret=…` forms are rejected too;
-- each part is percent-decoded as UTF-8 (RFC 3986: `+` stays `+`);
+- each part is percent-decoded as UTF-8 (RFC 3986: `+` stays `+`), and a
+  `%` that is not followed by two hex digits is rejected as invalid encoding;
 - the personnel number is trimmed of surrounding whitespace, nothing else.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Literal
@@ -22,6 +24,9 @@ from urllib.parse import unquote
 MAX_QUERY_BYTES = 512
 MAX_SECRET_LENGTH = 128
 MAX_PERSONNEL_NUMBER_LENGTH = 64
+
+# A `%` without two hex digits after it, which `unquote` would keep as text.
+_INVALID_PERCENT_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 Malformed = Literal[
     "empty_query",
@@ -65,6 +70,8 @@ def parse(query: bytes) -> Link | MalformedLink:
         return MalformedLink("wrong_part_count")
     if any(b"=" in part for part in parts):
         return MalformedLink("named_parameter")
+    if _INVALID_PERCENT_ESCAPE.search(query):
+        return MalformedLink("invalid_encoding")
     try:
         raw_secret, raw_number = (
             unquote(part.decode("ascii"), errors="strict") for part in parts

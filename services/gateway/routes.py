@@ -10,7 +10,6 @@ from typing import Any
 
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
-from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
 from services.gateway import form_body, form_token, i18n, link, submission
 from services.gateway.directory import Directory, Rejected, Reporter
@@ -120,20 +119,23 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
     request_id = _request_id(request)
 
     # Step 1: read and split the body; only a urlencoded form is accepted.
+    # Reading first enforces the size limit (413) whatever the content type.
+    body = await request.body()
+    language = _language(request)
+    texts = i18n.texts(language)
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
     if content_type.lower() != "application/x-www-form-urlencoded":
-        texts = i18n.texts(_language(request))
         return pages.error(
-            _language(request),
+            language,
             415,
             "unsupported_media_type_title",
             texts["unsupported_media_type_message"],
         )
-    body = await request.body()
     try:
         fields = form_body.parse(body)
     except form_body.TooManyFields:
-        raise RequestEntityTooLarge from None
+        message = texts["too_many_fields_message"].format(max=form_body.MAX_FIELDS)
+        return pages.error(language, 413, "request_too_large_title", message)
 
     # Step 2: the token says which form this is; a forged one gets nowhere.
     try:

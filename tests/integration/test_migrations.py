@@ -1,0 +1,98 @@
+"""Schema migrations against a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from shared.database import create_pool, migrate, migration_files
+
+PACKAGE = "services.ticket"
+SCHEMA = "ticket"
+SERVICE = "ticket"
+
+
+def _with_database(url: str, name: str) -> str:
+    """Return `url` with its database path replaced by `name`."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture
+async def fresh_database_url(database_url: str) -> AsyncIterator[str]:
+    """A new, empty database on the session's server, dropped afterwards."""
+    name = f"migrate_{uuid.uuid4().hex}"
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield _with_database(database_url, name)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_concurrent_migrate_applies_each_file_once(
+    fresh_database_url: str,
+) -> None:
+    """Two pools migrating one fresh database at once apply every file once."""
+    expected = [name for name, _ in migration_files(PACKAGE)]
+    assert expected, f"{PACKAGE} has no migration files"
+
+    first = await create_pool(fresh_database_url, SERVICE, max_size=2)
+    second = await create_pool(fresh_database_url, SERVICE, max_size=2)
+    try:
+        applied_first, applied_second = await asyncio.gather(
+            migrate(first, SCHEMA, PACKAGE), migrate(second, SCHEMA, PACKAGE)
+        )
+
+        # The advisory lock lets one call apply everything, and the other then
+        # finds every file recorded and applies nothing.
+        assert sorted(applied_first + applied_second) == expected
+        assert not set(applied_first) & set(applied_second)
+
+        rows = await first.fetch(
+            f'SELECT name FROM "{SCHEMA}".schema_migrations ORDER BY name'
+        )
+        assert [row["name"] for row in rows] == expected
+
+        tickets_table = await first.fetchval(
+            "SELECT to_regclass($1)::text", f"{SCHEMA}.tickets"
+        )
+        assert tickets_table == f"{SCHEMA}.tickets"
+
+        # A third run on a migrated schema is a no-op.
+        assert await migrate(second, SCHEMA, PACKAGE) == []
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_pool_sets_application_name(fresh_database_url: str) -> None:
+    """Pool connections show `linkdesk-<service>` in pg_stat_activity."""
+    database_name = urlsplit(fresh_database_url).path.lstrip("/")
+    first = await create_pool(fresh_database_url, SERVICE, min_size=1)
+    second = await create_pool(fresh_database_url, SERVICE, min_size=1)
+    observer = await asyncpg.connect(fresh_database_url)
+    try:
+        await asyncio.gather(
+            migrate(first, SCHEMA, PACKAGE), migrate(second, SCHEMA, PACKAGE)
+        )
+        rows = await observer.fetch(
+            "SELECT application_name FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()",
+            database_name,
+        )
+        names = [row["application_name"] for row in rows]
+
+        # min_size=1 keeps at least one connection of each pool open.
+        assert len(names) >= 2, names
+        assert set(names) == {f"linkdesk-{SERVICE}"}
+    finally:
+        await observer.close()
+        await first.close()
+        await second.close()
