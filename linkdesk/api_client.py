@@ -1,8 +1,8 @@
-"""What the admin commands share: service addresses, the token, output.
+"""Helpers of the admin commands: service addresses, the token, output.
 
-Every admin command reads the addresses and the token from the environment
-(or from `--json`/flags where a command offers them), calls one admin HTTP
-API, and prints a table or, with `--json`, the API's JSON.
+Every admin command reads the service addresses from the environment and the
+token from `--token` or `LINKDESK_ADMIN_TOKEN`, calls one admin HTTP API, and
+prints a table or, with `--json`, the API's JSON.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ New fields get defaults so that older readers keep decoding newer messages.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Literal
 
 import msgspec
@@ -32,7 +33,7 @@ class GetTenant(Message, frozen=True, kw_only=True):
 
 
 class TenantForm(Message, frozen=True, kw_only=True):
-    """What the gateway needs to render a tenant's ticket form."""
+    """Tenant settings that the gateway needs to render the ticket form."""
 
     tenant_id: str
     name: str
@@ -53,11 +54,14 @@ class TenantResolved(Message, frozen=True, kw_only=True):
     """Reply to `ResolveSecret` and `GetTenant`.
 
     `tenant` is set when the link may open a form; otherwise `reason` names
-    why not, for the gateway's log, and the link gets the neutral answer.
+    why not, for the gateway's log, and the link gets the neutral 404 page.
     """
 
     tenant: TenantForm | None = None
     reason: TenantRejection | None = None
+    secret_expires_at: dt.datetime | None = None
+    """Time at which the resolved secret stops working (set during a
+    rotation's grace period), so that a cache keeps this reply no longer."""
 
 
 # --- personnel service ------------------------------------------------------

@@ -64,6 +64,17 @@ def env_float(
     return value
 
 
+def env_switch(
+    name: str, default: bool, environ: Mapping[str, str] | None = None
+) -> bool:
+    """Return the variable `name` as a switch: `on` or `off`."""
+    raw = env_str(name, "on" if default else "off", environ).lower()
+    if raw not in ("on", "off"):
+        msg = f"{name} must be on or off, got {raw!r}"
+        raise SettingsError(msg)
+    return raw == "on"
+
+
 def nats_servers(environ: Mapping[str, str] | None = None) -> list[str]:
     """Return the servers of `NATS_URL`, a comma-separated list."""
     raw = env_str("NATS_URL", "nats://127.0.0.1:4222", environ)

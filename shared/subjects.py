@@ -38,3 +38,55 @@ def ticket_submitted(tenant_id: str) -> str:
     a subscriber to one tenant.
     """
     return f"tickets.v1.{tenant_id}.submitted"
+
+
+DIRECTORY_EVENTS_WILDCARD: Final = "linkdesk.v1.directory.>"
+"""Every tenant and personnel change event, read by the gateway's cache."""
+
+
+def tenant_changed(tenant_id: str) -> str:
+    """Return the subject of a tenant's change events (`TenantChanged`)."""
+    return f"linkdesk.v1.directory.tenant_changed.{tenant_id}"
+
+
+def person_changed(tenant_id: str) -> str:
+    """Return the subject of change events of a tenant's people (`PersonChanged`)."""
+    return f"linkdesk.v1.directory.person_changed.{tenant_id}"
+
+
+TICKET_CREATED_WILDCARD: Final = "tickets.v1.*.created"
+"""Tickets stored by the ticket service, of every tenant."""
+
+TICKET_STATUS_CHANGED_WILDCARD: Final = "tickets.v1.*.status_changed"
+"""Status changes of tickets, of every tenant."""
+
+TICKET_EVENT_KINDS: Final = ("submitted", "created", "status_changed")
+"""Last subject token of each ticket event type, in the order they happen."""
+
+
+def ticket_event(tenant_id: str, kind: str) -> str:
+    """Return the subject of one kind of a tenant's ticket events.
+
+    Raises ValueError for a kind outside `TICKET_EVENT_KINDS`.
+    """
+    if kind not in TICKET_EVENT_KINDS:
+        msg = (
+            f"unknown ticket event kind {kind!r}, expected one of {TICKET_EVENT_KINDS}"
+        )
+        raise ValueError(msg)
+    return f"tickets.v1.{tenant_id}.{kind}"
+
+
+def tenant_ticket_events(tenant_id: str) -> str:
+    """Return the wildcard of every ticket event of one tenant."""
+    return f"tickets.v1.{tenant_id}.>"
+
+
+def ticket_created(tenant_id: str) -> str:
+    """Return the subject of a tenant's stored tickets."""
+    return ticket_event(tenant_id, "created")
+
+
+def ticket_status_changed(tenant_id: str) -> str:
+    """Return the subject of a tenant's ticket status changes."""
+    return ticket_event(tenant_id, "status_changed")

@@ -16,7 +16,12 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from services.gateway import routes
 from services.gateway import settings as gateway_settings
 from services.gateway.access import access_middleware
-from services.gateway.directory import Directory
+from services.gateway.directory import (
+    Directory,
+    LookupCache,
+    cache_ttl_from_env,
+    subscribe_invalidations,
+)
 from services.gateway.pages import Pages
 from shared import health, lifecycle, subjects
 
@@ -27,8 +32,15 @@ SERVICE = "gateway"
 
 @asynccontextmanager
 async def _lifespan(app: Litestar) -> AsyncIterator[None]:
+    cache = LookupCache(cache_ttl_from_env())
     async with lifecycle.nats_connection(app.state, SERVICE) as nc:
-        app.state.directory = Directory(nc, app.state.settings.request_timeout)
+        if cache.enabled:
+            await subscribe_invalidations(nc, cache)
+        logger.info(
+            "lookup cache configured",
+            extra={"event": "lookup_cache_configured", "ttl_seconds": cache.ttl},
+        )
+        app.state.directory = Directory(nc, app.state.settings.request_timeout, cache)
         yield
 
 
@@ -51,6 +63,22 @@ def _not_found(request: routes.AnyRequest, _: Exception) -> Response[bytes]:
     return pages.not_found()
 
 
+def _internal_error(request: routes.AnyRequest, exc: Exception) -> Response[bytes]:
+    # Logged here because the app has no Litestar logging config; the reader
+    # gets the multilingual "temporarily unavailable" page, never a traceback.
+    logger.error(
+        "unhandled error in %s %s",
+        request.method,
+        request.url.path,
+        exc_info=exc,
+        extra={"event": "unhandled_error"},
+    )
+    pages: Pages = request.app.state.pages
+    response = pages.unavailable()
+    response.status_code = 500
+    return response
+
+
 def create_app() -> Litestar:
     """Build the gateway's ASGI app."""
     settings = gateway_settings.load()
@@ -71,5 +99,6 @@ def create_app() -> Litestar:
         exception_handlers={
             RequestEntityTooLarge: routes.request_too_large,
             NotFoundException: _not_found,
+            500: _internal_error,
         },
     )

@@ -1,13 +1,51 @@
-"""Ask the tenant and personnel services whether a link may open a form."""
+"""Ask the tenant and personnel services whether a link may open a form.
+
+Successful lookups of opened links are cached in the process for
+`GATEWAY_CACHE_TTL_SECONDS` (default 30, 0 switches the cache off). A
+`TenantChanged` or `PersonChanged` event drops every entry of its tenant,
+so a revoked secret, a disabled intake or a deactivated person stops
+working as soon as the event arrives. Events travel on core NATS and can be
+missed, so the TTL bounds how long a missed change can go unseen, and a
+reconnect to NATS clears the whole cache. Rejections and failures are
+never cached, and the submit-time recheck always queries the services.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from shared import messages, subjects
 from shared.messaging import REQUEST_ID_HEADER, request
+from shared.settings import env_float
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CACHE_TTL_SECONDS = 30.0
+
+MAX_CACHE_ENTRIES = 10_000
+"""Maximum entries per kind (tenants by secret, people); the oldest go first."""
+
+K = TypeVar("K")
+T = TypeVar("T")
+
+
+def cache_ttl_from_env() -> float:
+    """Return `GATEWAY_CACHE_TTL_SECONDS`: seconds a lookup is kept, 0 for none."""
+    return env_float(
+        "GATEWAY_CACHE_TTL_SECONDS", DEFAULT_CACHE_TTL_SECONDS, minimum=0.0
+    )
 
 
 @dataclass(frozen=True)
@@ -25,6 +63,135 @@ class Rejected:
     reason: str
 
 
+@dataclass(frozen=True)
+class _Entry(Generic[T]):
+    value: T
+    tenant_id: str
+    expires: float
+    """Time on the cache's clock (monotonic seconds) when the entry lapses."""
+
+
+class LookupCache:
+    """Successful lookups by secret hash and by (tenant id, personnel number).
+
+    A lookup that was in flight while its tenant's entries were dropped must
+    not store its possibly stale reply. Each caller therefore takes a
+    `snapshot()` before asking a service and passes it to `store_*`, which
+    ignores the reply if the tenant was dropped or the cache cleared since.
+    """
+
+    def __init__(
+        self,
+        ttl: float,
+        *,
+        max_entries: int = MAX_CACHE_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.clock = clock
+        # A per-process key: the cache keys match no stored secret hash.
+        self._hash_key = secrets.token_bytes(32)
+        self._tenants: OrderedDict[bytes, _Entry[messages.TenantForm]] = OrderedDict()
+        self._people: OrderedDict[tuple[str, str], _Entry[messages.Person]] = (
+            OrderedDict()
+        )
+        self._sequence = 0
+        self._dropped_at: dict[str, int] = {}
+        self._cleared_at = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.ttl > 0
+
+    def __len__(self) -> int:
+        return len(self._tenants) + len(self._people)
+
+    def secret_key(self, secret: str) -> bytes:
+        """Return the cache key of a secret: a keyed hash, never the secret."""
+        return hashlib.blake2b(
+            secret.encode("utf-8"), key=self._hash_key, digest_size=32
+        ).digest()
+
+    def snapshot(self) -> int:
+        return self._sequence
+
+    def tenant(self, key: bytes) -> messages.TenantForm | None:
+        return self._get(self._tenants, key)
+
+    def person(self, tenant_id: str, number: str) -> messages.Person | None:
+        return self._get(self._people, (tenant_id, number))
+
+    def store_tenant(
+        self,
+        key: bytes,
+        form: messages.TenantForm,
+        snapshot: int,
+        secret_expires_at: dt.datetime | None = None,
+    ) -> None:
+        """Keep a tenant form, at most until the secret expires."""
+        ttl = self.ttl
+        if secret_expires_at is not None:
+            remaining = (secret_expires_at - dt.datetime.now(dt.UTC)).total_seconds()
+            ttl = min(ttl, remaining)
+        self._put(self._tenants, key, form, form.tenant_id, snapshot, ttl)
+
+    def store_person(
+        self, tenant_id: str, number: str, person: messages.Person, snapshot: int
+    ) -> None:
+        self._put(self._people, (tenant_id, number), person, tenant_id, snapshot, None)
+
+    def drop_tenant(self, tenant_id: str) -> int:
+        """Forget every entry of `tenant_id`; return how many there were."""
+        self._sequence += 1
+        self._dropped_at[tenant_id] = self._sequence
+        return _drop(self._tenants, tenant_id) + _drop(self._people, tenant_id)
+
+    def clear(self) -> None:
+        self._sequence += 1
+        self._cleared_at = self._sequence
+        self._dropped_at.clear()
+        self._tenants.clear()
+        self._people.clear()
+
+    def _get(self, entries: OrderedDict[K, _Entry[T]], key: K) -> T | None:
+        entry = entries.get(key)
+        if entry is None:
+            return None
+        if entry.expires <= self.clock():
+            del entries[key]
+            return None
+        return entry.value
+
+    def _put(
+        self,
+        entries: OrderedDict[K, _Entry[T]],
+        key: K,
+        value: T,
+        tenant_id: str,
+        snapshot: int,
+        ttl: float | None,
+    ) -> None:
+        ttl = self.ttl if ttl is None else ttl
+        if ttl <= 0 or self._cleared_at > snapshot:
+            return
+        if self._dropped_at.get(tenant_id, 0) > snapshot:
+            return
+        entries[key] = _Entry(
+            value=value, tenant_id=tenant_id, expires=self.clock() + ttl
+        )
+        entries.move_to_end(key)
+        while len(entries) > self.max_entries:
+            entries.popitem(last=False)
+
+
+def _drop(entries: OrderedDict[K, _Entry[T]], tenant_id: str) -> int:
+    stale = [key for key, entry in entries.items() if entry.tenant_id == tenant_id]
+    for key in stale:
+        del entries[key]
+    return len(stale)
+
+
 class Directory:
     """Typed NATS requests to the tenant and personnel services.
 
@@ -33,55 +200,142 @@ class Directory:
     outage for an invalid link.
     """
 
-    def __init__(self, nc: Client, timeout: float) -> None:
+    def __init__(
+        self, nc: Client, timeout: float, cache: LookupCache | None = None
+    ) -> None:
         self.nc = nc
         self.timeout = timeout
+        self.cache = cache if cache is not None else LookupCache(0)
+        self._reconnects = self._reconnect_count()
 
-    async def _person(
-        self, tenant: messages.TenantForm, personnel_number: str, request_id: str
-    ) -> Reporter | Rejected:
-        resolved = await request(
+    def _reconnect_count(self) -> int:
+        return int(self.nc.stats.get("reconnects", 0))
+
+    def _cache_usable(self) -> bool:
+        """Return whether lookups may use the cache now.
+
+        Events sent while the connection was down are lost, so the cache is
+        skipped while disconnected and cleared after each reconnect.
+        """
+        if not self.cache.enabled or not self.nc.is_connected:
+            return False
+        reconnects = self._reconnect_count()
+        if reconnects != self._reconnects:
+            self._reconnects = reconnects
+            entries = len(self.cache)
+            self.cache.clear()
+            logger.info(
+                "lookup cache cleared after a NATS reconnect",
+                extra={"event": "lookup_cache_cleared", "entries": entries},
+            )
+        return True
+
+    async def _ask_person(
+        self, tenant_id: str, personnel_number: str, request_id: str
+    ) -> messages.PersonResolved:
+        return await request(
             self.nc,
             subjects.PERSONNEL_RESOLVE,
             messages.ResolvePerson(
-                tenant_id=tenant.tenant_id, personnel_number=personnel_number
+                tenant_id=tenant_id, personnel_number=personnel_number
             ),
             messages.PersonResolved,
             timeout=self.timeout,
             headers={REQUEST_ID_HEADER: request_id},
         )
-        if resolved.person is None:
-            return Rejected(resolved.reason or "unknown_person")
-        return Reporter(tenant=tenant, person=resolved.person)
+
+    async def _ask_tenant(
+        self, message: messages.ResolveSecret | messages.GetTenant, request_id: str
+    ) -> messages.TenantResolved:
+        subject = (
+            subjects.TENANT_RESOLVE_SECRET
+            if isinstance(message, messages.ResolveSecret)
+            else subjects.TENANT_GET
+        )
+        return await request(
+            self.nc,
+            subject,
+            message,
+            messages.TenantResolved,
+            timeout=self.timeout,
+            headers={REQUEST_ID_HEADER: request_id},
+        )
 
     async def resolve_link(
         self, secret: str, personnel_number: str, request_id: str
     ) -> Reporter | Rejected:
         """Resolve the secret to a tenant, then the number to a person of it."""
-        resolved = await request(
-            self.nc,
-            subjects.TENANT_RESOLVE_SECRET,
-            messages.ResolveSecret(secret=secret),
-            messages.TenantResolved,
-            timeout=self.timeout,
-            headers={REQUEST_ID_HEADER: request_id},
+        use_cache = self._cache_usable()
+        snapshot = self.cache.snapshot()
+        key = self.cache.secret_key(secret)
+
+        tenant = self.cache.tenant(key) if use_cache else None
+        if tenant is None:
+            resolved = await self._ask_tenant(
+                messages.ResolveSecret(secret=secret), request_id
+            )
+            if resolved.tenant is None:
+                return Rejected(resolved.reason or "unknown_secret")
+            tenant = resolved.tenant
+            if use_cache:
+                self.cache.store_tenant(
+                    key, tenant, snapshot, resolved.secret_expires_at
+                )
+
+        person = (
+            self.cache.person(tenant.tenant_id, personnel_number) if use_cache else None
         )
-        if resolved.tenant is None:
-            return Rejected(resolved.reason or "unknown_secret")
-        return await self._person(resolved.tenant, personnel_number, request_id)
+        if person is None:
+            found = await self._ask_person(
+                tenant.tenant_id, personnel_number, request_id
+            )
+            if found.person is None:
+                return Rejected(found.reason or "unknown_person")
+            person = found.person
+            if use_cache:
+                self.cache.store_person(
+                    tenant.tenant_id, personnel_number, person, snapshot
+                )
+        return Reporter(tenant=tenant, person=person)
 
     async def recheck(
         self, tenant_id: str, personnel_number: str, request_id: str
     ) -> Reporter | Rejected:
-        """Check again at submit time that intake is on and the person active."""
-        resolved = await request(
-            self.nc,
-            subjects.TENANT_GET,
-            messages.GetTenant(tenant_id=tenant_id),
-            messages.TenantResolved,
-            timeout=self.timeout,
-            headers={REQUEST_ID_HEADER: request_id},
+        """Check again at submit time that intake is on and the person active.
+
+        This check bypasses the cache: a submission is rarer than opening a
+        link, and it must see the current state.
+        """
+        resolved = await self._ask_tenant(
+            messages.GetTenant(tenant_id=tenant_id), request_id
         )
         if resolved.tenant is None:
             return Rejected(resolved.reason or "unknown_tenant")
-        return await self._person(resolved.tenant, personnel_number, request_id)
+        found = await self._ask_person(tenant_id, personnel_number, request_id)
+        if found.person is None:
+            return Rejected(found.reason or "unknown_person")
+        return Reporter(tenant=resolved.tenant, person=found.person)
+
+
+def _tenant_of(subject: str) -> str:
+    # linkdesk.v1.directory.<kind>.<tenant id>
+    return subject.rsplit(".", 1)[-1]
+
+
+async def subscribe_invalidations(nc: Client, cache: LookupCache) -> Subscription:
+    """Drop a tenant's cache entries on each of its change events."""
+
+    async def on_event(msg: Msg) -> None:
+        tenant_id = _tenant_of(msg.subject)
+        dropped = cache.drop_tenant(tenant_id)
+        logger.debug(
+            "lookup cache entries dropped",
+            extra={
+                "event": "lookup_cache_dropped",
+                "subject": msg.subject,
+                "tenant_id": tenant_id,
+                "entries": dropped,
+            },
+        )
+
+    return await nc.subscribe(subjects.DIRECTORY_EVENTS_WILDCARD, cb=on_event)

@@ -55,7 +55,7 @@ def _unavailable(exc: Exception, request_id: str) -> None:
     )
 
 
-@get(LINK_PATHS, sync_to_thread=False, include_in_schema=False)
+@get(LINK_PATHS, include_in_schema=False)
 async def open_form(request: AnyRequest, state: State) -> Response[bytes]:
     """Resolve the link in the query string and render the ticket form."""
     pages: Pages = state.pages

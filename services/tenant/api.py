@@ -1,26 +1,39 @@
-"""Admin HTTP API of the tenant service."""
+"""Admin HTTP API of the tenant service.
+
+Each change is committed together with its audit entry, then announced as a
+`TenantChanged` event so that gateways drop what they cached for the tenant.
+"""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from typing import Annotated
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import asyncpg
 import msgspec
 from litestar import Controller, get, patch, post
 from litestar.datastructures import State
+from litestar.exceptions import ValidationException
+from litestar.params import Parameter
 
 from services.tenant import link_secret, repository
+from shared import directory_events
 from shared.admin_api import AdminRequest, NotFound
 from shared.admin_auth import admin_guard
 
 logger = logging.getLogger(__name__)
 
+MAX_GRACE_SECONDS = 30 * 24 * 3600
+"""Maximum grace period of a rotation (30 days), so that a replaced secret
+stops working once an intranet has had ample time to update its links."""
+
 Language = Annotated[str, msgspec.Meta(pattern="^(de|en|fr|it)$")]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Category = Annotated[str, msgspec.Meta(min_length=1, max_length=80)]
 Categories = Annotated[list[Category], msgspec.Meta(min_length=1, max_length=50)]
+GraceSeconds = Annotated[int, msgspec.Meta(ge=0, le=MAX_GRACE_SECONDS)]
 
 
 class TenantCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -39,11 +52,87 @@ class TenantUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     intake_enabled: bool | msgspec.UnsetType = msgspec.UNSET
 
 
+class SecretRotate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    grace_seconds: GraceSeconds = 0
+    """How long the tenant's other active secrets keep working, in seconds."""
+
+
 class IssuedSecret(msgspec.Struct, kw_only=True):
     """A new link secret. `secret` is shown in this response only."""
 
     secret: str
     info: repository.SecretInfo
+
+
+class RotatedSecret(msgspec.Struct, kw_only=True):
+    """A rotation's new secret (shown in this response only) and the secrets
+    that now expire."""
+
+    secret: str
+    info: repository.SecretInfo
+    expiring: list[repository.SecretInfo]
+
+
+def _invalid(field: str, value: object, problem: str) -> ValidationException:
+    return ValidationException(
+        detail=f"invalid {field} {value!r}: {problem}",
+        extra=[{"key": field, "message": problem}],
+    )
+
+
+def _clean_name(name: str) -> str:
+    cleaned = name.strip()
+    if not cleaned:
+        raise _invalid("name", name, "the name is blank; send the tenant's name")
+    return cleaned
+
+
+def _clean_categories(categories: Sequence[str]) -> list[str]:
+    """Trim each category; reject blank and repeated ones, which the form's
+    category list cannot show sensibly."""
+    cleaned = [category.strip() for category in categories]
+    for original, category in zip(categories, cleaned, strict=True):
+        if not category:
+            raise _invalid(
+                "categories", original, "a category is blank; remove it or name it"
+            )
+    repeated = sorted({c for c in cleaned if cleaned.count(c) > 1})
+    if repeated:
+        raise _invalid(
+            "categories", repeated, "categories repeat; list each category once"
+        )
+    return cleaned
+
+
+async def _announce(
+    state: State,
+    tenant_id: uuid.UUID,
+    change: directory_events.TenantChange,
+    *,
+    fields: Sequence[str] = (),
+    secret_id: uuid.UUID | None = None,
+) -> None:
+    await directory_events.publish(
+        state.nc,
+        directory_events.TenantChanged(
+            tenant_id=str(tenant_id),
+            change=change,
+            fields=list(fields),
+            secret_id=None if secret_id is None else str(secret_id),
+            changed_at=directory_events.now(),
+        ),
+    )
+
+
+def _log(message: str, event: str, request: AdminRequest, **ids: Any) -> None:
+    logger.info(
+        message,
+        extra={
+            "event": event,
+            "admin": request.state.admin_name,
+            **{key: str(value) for key, value in ids.items()},
+        },
+    )
 
 
 class TenantController(Controller):
@@ -53,27 +142,19 @@ class TenantController(Controller):
 
     @post("/", operation_id="CreateTenant")
     async def create_tenant(
-        self,
-        state: State,
-        request: AdminRequest,
-        data: TenantCreate,
+        self, state: State, request: AdminRequest, data: TenantCreate
     ) -> repository.Tenant:
         pool: asyncpg.Pool = state.pool
         tenant = await repository.create_tenant(
             pool,
-            name=data.name,
+            admin=request.state.admin_name,
+            name=_clean_name(data.name),
             language=data.language,
-            categories=data.categories,
+            categories=_clean_categories(data.categories),
             intake_enabled=data.intake_enabled,
         )
-        logger.info(
-            "tenant created",
-            extra={
-                "event": "tenant_created",
-                "tenant_id": str(tenant.id),
-                "admin": request.state.admin_name,
-            },
-        )
+        _log("tenant created", "tenant_created", request, tenant_id=tenant.id)
+        await _announce(state, tenant.id, "created")
         return tenant
 
     @get("/", operation_id="ListTenants")
@@ -92,42 +173,91 @@ class TenantController(Controller):
         tenant_id: uuid.UUID,
         data: TenantUpdate,
     ) -> repository.Tenant:
-        changes = {
+        changes: dict[str, Any] = {
             field: getattr(data, field)
             for field in data.__struct_fields__
             if getattr(data, field) is not msgspec.UNSET
         }
-        tenant = await repository.update_tenant(state.pool, tenant_id, changes)
-        logger.info(
-            "tenant updated",
-            extra={
-                "event": "tenant_updated",
-                "tenant_id": str(tenant_id),
-                "fields": ",".join(sorted(changes)),
-                "admin": request.state.admin_name,
-            },
-        )
-        return tenant
+        if "name" in changes:
+            changes["name"] = _clean_name(changes["name"])
+        if "categories" in changes:
+            changes["categories"] = _clean_categories(changes["categories"])
+        return await _update(state, request, tenant_id, changes)
+
+    @post(
+        "/{tenant_id:uuid}/intake/enable", operation_id="EnableIntake", status_code=200
+    )
+    async def enable_intake(
+        self, state: State, request: AdminRequest, tenant_id: uuid.UUID
+    ) -> repository.Tenant:
+        """Switch tickets without login on: the tenant's valid links open forms."""
+        return await _update(state, request, tenant_id, {"intake_enabled": True})
+
+    @post(
+        "/{tenant_id:uuid}/intake/disable",
+        operation_id="DisableIntake",
+        status_code=200,
+    )
+    async def disable_intake(
+        self, state: State, request: AdminRequest, tenant_id: uuid.UUID
+    ) -> repository.Tenant:
+        """Switch tickets without login off: every link of the tenant stops
+        working at once, whatever its secret."""
+        return await _update(state, request, tenant_id, {"intake_enabled": False})
 
     @post("/{tenant_id:uuid}/secrets", operation_id="IssueSecret")
     async def issue_secret(
+        self, state: State, request: AdminRequest, tenant_id: uuid.UUID
+    ) -> IssuedSecret:
+        """Add a link secret; the tenant's other secrets keep working."""
+        secret = link_secret.generate()
+        info = await repository.add_secret(
+            state.pool, tenant_id, secret, admin=request.state.admin_name
+        )
+        _log(
+            "link secret issued",
+            "secret_issued",
+            request,
+            tenant_id=tenant_id,
+            secret_id=info.id,
+        )
+        await _announce(state, tenant_id, "secret_issued", secret_id=info.id)
+        return IssuedSecret(secret=secret, info=info)
+
+    @post("/{tenant_id:uuid}/secrets/rotate", operation_id="RotateSecret")
+    async def rotate_secret(
         self,
         state: State,
         request: AdminRequest,
         tenant_id: uuid.UUID,
-    ) -> IssuedSecret:
+        data: SecretRotate | None = None,
+    ) -> RotatedSecret:
+        """Issue a new secret; every other active secret of the tenant expires
+        after `grace_seconds` (default 0: at once)."""
+        grace = 0 if data is None else data.grace_seconds
         secret = link_secret.generate()
-        info = await repository.add_secret(state.pool, tenant_id, secret)
-        logger.info(
-            "link secret issued",
-            extra={
-                "event": "secret_issued",
-                "tenant_id": str(tenant_id),
-                "secret_id": str(info.id),
-                "admin": request.state.admin_name,
-            },
+        rotation = await repository.rotate_secrets(
+            state.pool,
+            tenant_id,
+            secret,
+            grace_seconds=grace,
+            admin=request.state.admin_name,
         )
-        return IssuedSecret(secret=secret, info=info)
+        _log(
+            "link secret rotated",
+            "secret_rotated",
+            request,
+            tenant_id=tenant_id,
+            secret_id=rotation.issued.id,
+            grace_seconds=grace,
+            expiring=len(rotation.expiring),
+        )
+        await _announce(
+            state, tenant_id, "secret_rotated", secret_id=rotation.issued.id
+        )
+        return RotatedSecret(
+            secret=secret, info=rotation.issued, expiring=rotation.expiring
+        )
 
     @get("/{tenant_id:uuid}/secrets", operation_id="ListSecrets")
     async def list_secrets(
@@ -147,17 +277,64 @@ class TenantController(Controller):
         tenant_id: uuid.UUID,
         secret_id: uuid.UUID,
     ) -> repository.SecretInfo:
-        info = await repository.revoke_secret(state.pool, tenant_id, secret_id)
-        if info is None:
-            msg = f"secret {secret_id} not found for tenant {tenant_id}"
-            raise NotFound(msg)
-        logger.info(
-            "link secret revoked",
-            extra={
-                "event": "secret_revoked",
-                "tenant_id": str(tenant_id),
-                "secret_id": str(secret_id),
-                "admin": request.state.admin_name,
-            },
+        """Revoke a secret at once; revoking it again changes nothing."""
+        revoked = await repository.revoke_secret(
+            state.pool, tenant_id, secret_id, admin=request.state.admin_name
         )
+        if revoked is None:
+            msg = (
+                f"secret {secret_id} not found for tenant {tenant_id}; "
+                f"`GET /admin/tenants/{tenant_id}/secrets` lists its secrets"
+            )
+            raise NotFound(msg)
+        info, changed = revoked
+        if changed:
+            _log(
+                "link secret revoked",
+                "secret_revoked",
+                request,
+                tenant_id=tenant_id,
+                secret_id=secret_id,
+            )
+            await _announce(state, tenant_id, "secret_revoked", secret_id=secret_id)
         return info
+
+    @get("/{tenant_id:uuid}/audit", operation_id="ListAudit")
+    async def list_audit(
+        self,
+        state: State,
+        tenant_id: uuid.UUID,
+        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+        before: Annotated[
+            int | None,
+            Parameter(description="entry id to continue before (newest first)"),
+        ] = None,
+    ) -> list[repository.AuditEntry]:
+        """Return the tenant's audit trail, newest entry first."""
+        return await repository.list_audit(
+            state.pool, tenant_id, limit=limit, before=before
+        )
+
+
+async def _update(
+    state: State, request: AdminRequest, tenant_id: uuid.UUID, changes: dict[str, Any]
+) -> repository.Tenant:
+    updated = await repository.update_tenant(
+        state.pool, tenant_id, changes, admin=request.state.admin_name
+    )
+    if not updated.changed:
+        return updated.tenant
+    _log(
+        "tenant updated",
+        "tenant_updated",
+        request,
+        tenant_id=tenant_id,
+        fields=",".join(updated.changed),
+    )
+    change: directory_events.TenantChange = "updated"
+    if updated.changed == ["intake_enabled"]:
+        change = (
+            "intake_enabled" if updated.tenant.intake_enabled else "intake_disabled"
+        )
+    await _announce(state, tenant_id, change, fields=updated.changed)
+    return updated.tenant

@@ -38,7 +38,9 @@ async def resolve_secret(
     if not match.tenant.intake_enabled:
         return messages.TenantResolved(reason="intake_disabled")
     await repository.touch_secret(pool, match.secret)
-    return messages.TenantResolved(tenant=_form(match.tenant))
+    return messages.TenantResolved(
+        tenant=_form(match.tenant), secret_expires_at=match.secret.expires_at
+    )
 
 
 async def get_form(

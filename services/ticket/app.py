@@ -1,30 +1,35 @@
-"""Wire the ticket service: submission consumer and admin HTTP API."""
+"""Wire the ticket service: consumer, outbox relay and admin HTTP API."""
 
 from __future__ import annotations
 
 from litestar import Litestar
 from litestar.datastructures import State
 
-from services.ticket import api, consumer, repository
+from services.ticket import api, repository, workers
 from shared.service_app import ServiceSpec
 from shared.service_app import create_app as build
 
 SERVICE = "ticket"
 
 
-async def _consumer_ready(state: State) -> dict[str, bool]:
-    running = getattr(state, "consumer", None)
-    return {"consumer": bool(running and running.fetching)}
+async def _workers_ready(state: State) -> dict[str, bool]:
+    consumer = getattr(state, "consumer", None)
+    checks = {"consumer": bool(consumer and consumer.fetching)}
+    relay = getattr(state, "relay", None)
+    if relay is not None:
+        checks["outbox_relay"] = relay.healthy
+    return checks
 
 
 SPEC = ServiceSpec(
     service=SERVICE,
     schema=repository.SCHEMA,
     package="services.ticket",
-    description="Tickets stored from submissions, and parked messages.",
+    description="Tickets stored from submissions, their lifecycle, and parked "
+    "messages.",
     controllers=[api.TicketController],
-    worker=consumer.run_consumer,
-    readiness=_consumer_ready,
+    worker=workers.run_workers,
+    readiness=_workers_ready,
 )
 
 

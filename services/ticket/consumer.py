@@ -1,39 +1,42 @@
 """Store ticket submissions from the durable JetStream consumer.
 
 A message is acknowledged only after its transaction committed. A message
-that cannot be decoded, or that keeps failing for another reason than an
-unreachable database, is parked in `ticket.parked_messages` and then
-acknowledged, so the messages behind it keep flowing. While the database is
-unreachable nothing is acknowledged and the loop backs off; JetStream keeps
-every message until it is stored.
+whose bytes are not a valid submission is parked in `ticket.parked_messages`
+at once. A message that keeps failing for another reason, such as an unknown
+tenant or a database error, is parked after `TICKET_PARK_AFTER_DELIVERIES`
+deliveries. Parked messages are acknowledged, so the messages behind them
+keep flowing.
+While the database or the tenant service is unreachable nothing is
+acknowledged and the loop backs off; JetStream keeps every message until it
+is stored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import uuid
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import msgspec
 import nats.errors
-from litestar.datastructures import State
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from services.ticket import repository
-from shared import events, streams, subjects
-from shared.settings import env_float, env_int
+from services.ticket import durable, repository
+from services.ticket.config import TicketSettings
+from services.ticket.tenants import TenantDirectory
+from shared import events, messaging, streams, subjects
 
 logger = logging.getLogger(__name__)
 
 _decoder = msgspec.json.Decoder(events.TicketSubmitted)
 
-# Errors that say the database is out of reach rather than that this message
-# is wrong; the message is retried without counting towards parking.
+# Errors that show the database is out of reach rather than that this message
+# is wrong, so the message is retried without being parked.
 _DATABASE_DOWN = (
     OSError,
     asyncpg.InterfaceError,
@@ -44,31 +47,87 @@ _DATABASE_DOWN = (
 )
 
 
-def consumer_config() -> ConsumerConfig:
-    """The durable consumer as this release expects it.
+class InvalidSubmission(ValueError):
+    """The message decodes but can never be stored as it is."""
 
-    `max_deliver` is unlimited on purpose: parking is decided here, so that a
-    database outage of any length never makes JetStream give up on a message.
+
+def decode_submission(subject: str, data: bytes) -> events.TicketSubmitted:
+    """Decode and check a message; raise InvalidSubmission naming the problem.
+
+    Some msgspec versions raise UnicodeDecodeError rather than DecodeError for
+    bytes that are not UTF-8 (0.23 raises DecodeError), so both count as
+    undecodable.
     """
-    return ConsumerConfig(
-        durable_name=subjects.TICKET_STORE_CONSUMER,
-        description="ticket service: store submissions in PostgreSQL",
-        filter_subject=subjects.TICKET_SUBMITTED_WILDCARD,
-        deliver_policy=DeliverPolicy.ALL,
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=env_float("TICKET_ACK_WAIT_SECONDS", 30.0, minimum=1.0),
-        max_deliver=-1,
-        max_ack_pending=env_int("TICKET_MAX_ACK_PENDING", 1000, minimum=1),
-    )
+    try:
+        event = _decoder.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        msg = f"undecodable message: {exc}"
+        raise InvalidSubmission(msg) from None
+    for field in ("submission_id", "tenant_id"):
+        value = getattr(event.data, field)
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            msg = f"invalid data.{field} {value!r}: expected a UUID"
+            raise InvalidSubmission(msg) from None
+    # Subscribers are limited to a tenant by the subject, so a message must
+    # never carry another tenant's ticket than its subject names.
+    expected = subjects.ticket_submitted(event.data.tenant_id)
+    if subject != expected:
+        msg = (
+            f"data.tenant_id {event.data.tenant_id!r} does not match the subject "
+            f"{subject!r}, expected subject {expected!r}"
+        )
+        raise InvalidSubmission(msg)
+    return event
+
+
+@contextlib.asynccontextmanager
+async def working_on(msg: Msg, interval: float) -> AsyncIterator[None]:
+    """Tell JetStream every `interval` seconds that `msg` is still being worked on.
+
+    This resets the ack wait, so a slow insert or a lock wait does not get the
+    message redelivered to another replica while this one still stores it.
+    """
+
+    async def heartbeat() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await msg.in_progress()
+            except (nats.errors.Error, OSError) as exc:
+                logger.debug(
+                    "in-progress signal failed",
+                    extra={"event": "in_progress_failed", "error": repr(exc)},
+                )
+
+    task = asyncio.create_task(heartbeat(), name="ticket-in-progress")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class SubmissionConsumer:
-    def __init__(self, pool: asyncpg.Pool, nc: Client) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        nc: Client,
+        config: TicketSettings,
+        tenants: TenantDirectory | None,
+        on_stored: Callable[[], None] = lambda: None,
+    ) -> None:
         self.pool = pool
         self.nc = nc
         self.js = nc.jetstream()
-        self.batch = env_int("TICKET_FETCH_BATCH", 64, minimum=1)
-        self.park_after = env_int("TICKET_PARK_AFTER_DELIVERIES", 5, minimum=1)
+        self.config = config
+        self.tenants = tenants
+        self.on_stored = on_stored
+        self.consumer = durable.consumer_config()
+        assert self.consumer.ack_wait is not None
+        self.heartbeat_interval = max(self.consumer.ack_wait / 3, 0.2)
         self.last_fetch = 0.0
         self._stopping = asyncio.Event()
 
@@ -78,8 +137,13 @@ class SubmissionConsumer:
         return time.monotonic() - self.last_fetch < 5.0
 
     async def setup(self) -> None:
+        """Create or update the stream and the durable consumer.
+
+        Raises durable.ConsumerMismatch when the server's consumer differs in
+        a setting that the service does not change.
+        """
         await streams.ensure_ticket_stream(self.js)
-        await self.js.add_consumer(subjects.TICKET_STREAM, consumer_config())
+        await durable.ensure_consumer(self.js, subjects.TICKET_STREAM, self.consumer)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -92,7 +156,7 @@ class SubmissionConsumer:
         backoff = 0.5
         while not self._stopping.is_set():
             try:
-                batch = await subscription.fetch(self.batch, timeout=1.0)
+                batch = await subscription.fetch(self.config.fetch_batch, timeout=1.0)
             except nats.errors.TimeoutError:
                 self.last_fetch = time.monotonic()
                 continue
@@ -113,7 +177,8 @@ class SubmissionConsumer:
     async def _handle_batch(self, batch: list[Msg]) -> None:
         for msg in batch:
             try:
-                stored = await self.handle(msg)
+                async with working_on(msg, self.heartbeat_interval):
+                    handled = await self.handle(msg)
             except Exception:
                 # A bug must not end the loop: the message is redelivered
                 # after ack_wait and parked once it has failed often enough.
@@ -122,66 +187,89 @@ class SubmissionConsumer:
                     extra={"event": "consumer_error", "subject": msg.subject},
                 )
                 continue
-            if not stored:
-                # The database is down: leave the rest of the batch to be
+            if not handled:
+                # A dependency is down: leave the rest of the batch to be
                 # redelivered after ack_wait and pause before fetching.
                 await asyncio.sleep(1.0)
                 return
 
     async def handle(self, msg: Msg) -> bool:
-        """Store one message; return False when the database is unreachable."""
+        """Store, retry or park one message.
+
+        Returns False when the database or the tenant service is unreachable,
+        so the caller pauses.
+        """
         sequence = msg.metadata.sequence.stream
-        deliveries = msg.metadata.num_delivered
         try:
-            event = _decoder.decode(msg.data)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            await self._park(msg, f"undecodable message: {exc}")
+            event = decode_submission(msg.subject, msg.data)
+        except InvalidSubmission as exc:
+            await self._park(msg, str(exc))
             return True
+        data = event.data
+        ids = {
+            "stream_seq": sequence,
+            "tenant_id": data.tenant_id,
+            "submission_id": data.submission_id,
+        }
+
+        if self.tenants is not None:
+            try:
+                known = await self.tenants.exists(data.tenant_id)
+            except messaging.DependencyUnavailable as exc:
+                logger.warning(
+                    "tenant service unavailable, message left for redelivery",
+                    extra={"event": "tenant_check_retry", **ids, "error": str(exc)},
+                )
+                await msg.nak(delay=2.0)
+                return False
+            if not known:
+                await self._failed(msg, f"unknown tenant {data.tenant_id}", ids)
+                return True
 
         try:
-            inserted = await repository.store_submission(
-                self.pool, event.data, sequence
+            ticket = await repository.store_submission(
+                self.pool, data, sequence, number_zone=self.config.number_zone
             )
         except _DATABASE_DOWN as exc:
             logger.warning(
                 "database unreachable, message left for redelivery",
-                extra={
-                    "event": "store_retry",
-                    "stream_seq": sequence,
-                    "submission_id": event.data.submission_id,
-                    "error": repr(exc),
-                },
+                extra={"event": "store_retry", **ids, "error": repr(exc)},
             )
             await msg.nak(delay=2.0)
             return False
         except (asyncpg.PostgresError, ValueError) as exc:
-            if deliveries >= self.park_after:
-                await self._park(msg, f"store failed {deliveries} times: {exc!r}")
-            else:
-                logger.warning(
-                    "store failed, will retry",
-                    extra={
-                        "event": "store_failed",
-                        "stream_seq": sequence,
-                        "deliveries": deliveries,
-                        "submission_id": event.data.submission_id,
-                        "error": repr(exc),
-                    },
-                )
-                await msg.nak(delay=1.0)
+            await self._failed(msg, f"store failed: {exc!r}", ids)
             return True
 
         await msg.ack()
+        if ticket is not None:
+            self.on_stored()
         logger.debug(
-            "submission stored" if inserted else "submission already stored",
+            "submission stored" if ticket else "submission already stored",
             extra={
-                "event": "ticket_stored" if inserted else "ticket_duplicate",
-                "stream_seq": sequence,
-                "tenant_id": event.data.tenant_id,
-                "submission_id": event.data.submission_id,
+                "event": "ticket_stored" if ticket else "ticket_duplicate",
+                **ids,
+                "ticket_id": ticket.id if ticket else None,
             },
         )
         return True
+
+    async def _failed(self, msg: Msg, error: str, ids: dict[str, object]) -> None:
+        """Park a message that failed often enough, else ask for redelivery.
+
+        The count is JetStream's delivery count, which includes deliveries
+        during an outage, so parking may come sooner after a long outage.
+        """
+        deliveries = msg.metadata.num_delivered
+        if deliveries >= self.config.park_after:
+            await self._park(msg, f"failed {deliveries} times, last: {error}")
+            return
+        logger.warning(
+            "message failed, will retry: %s",
+            error,
+            extra={"event": "store_failed", **ids, "deliveries": deliveries},
+        )
+        await msg.nak(delay=1.0)
 
     async def _park(self, msg: Msg, error: str) -> None:
         sequence = msg.metadata.sequence.stream
@@ -208,36 +296,12 @@ class SubmissionConsumer:
             return
         await msg.ack()
         logger.error(
-            "message parked",
+            "message parked: %s",
+            error[:500],
             extra={
                 "event": "message_parked",
                 "stream_seq": sequence,
                 "subject": msg.subject,
-                "error": error[:500],
+                "deliveries": msg.metadata.num_delivered,
             },
         )
-
-
-@asynccontextmanager
-async def run_consumer(
-    state: State, pool: asyncpg.Pool, nc: Client
-) -> AsyncIterator[None]:
-    """Run the consumer for as long as the app runs; stop it before NATS drains."""
-    consumer = SubmissionConsumer(pool, nc)
-    await consumer.setup()
-    state.consumer = consumer
-    task = asyncio.create_task(consumer.run(), name="ticket-consumer")
-    logger.info(
-        "consumer started",
-        extra={"event": "consumer_started", "consumer": subjects.TICKET_STORE_CONSUMER},
-    )
-    try:
-        yield
-    finally:
-        consumer.stop()
-        try:
-            async with asyncio.timeout(10):
-                await task
-        except TimeoutError:
-            task.cancel()
-        logger.info("consumer stopped", extra={"event": "consumer_stopped"})

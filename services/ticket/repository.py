@@ -3,24 +3,39 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
+import zoneinfo
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import asyncpg
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 
+from services.ticket import lifecycle, ticket_events
 from shared import events
+from shared.admin_api import Conflict, NotFound
 
 SCHEMA = "ticket"
 
 _COLUMNS = (
-    "id, submission_id, reference, tenant_id, personnel_number, reporter_name,"
-    " category, subject, description, location, urgency, language, status,"
-    " submitted_at, stored_at"
+    "id, number, submission_id, reference, tenant_id, personnel_number,"
+    " reporter_name, category, subject, description, location, urgency, language,"
+    " status, submitted_at, stored_at, updated_at"
 )
+
+Connection: TypeAlias = (
+    "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+)
+"""A connection of its own or one acquired from the pool."""
+
+_NUMBER = re.compile(r"^[0-9]{4}-[0-9]{6,}$")
 
 
 class Ticket(msgspec.Struct, frozen=True, kw_only=True):
     id: int
+    number: str | None
     submission_id: uuid.UUID
     reference: str
     tenant_id: uuid.UUID
@@ -32,9 +47,26 @@ class Ticket(msgspec.Struct, frozen=True, kw_only=True):
     location: str
     urgency: str
     language: str
-    status: str
+    status: events.TicketStatus
     submitted_at: dt.datetime
     stored_at: dt.datetime
+    updated_at: dt.datetime | None
+
+
+class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One status change; the first entry of a ticket has no `from_status`."""
+
+    id: int
+    from_status: events.TicketStatus | None
+    to_status: events.TicketStatus
+    comment: str
+    changed_by: str
+    changed_at: dt.datetime
+
+
+class TicketDetail(msgspec.Struct, frozen=True, kw_only=True):
+    ticket: Ticket
+    history: list[HistoryEntry]
 
 
 class ParkedMessage(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,36 +76,349 @@ class ParkedMessage(msgspec.Struct, frozen=True, kw_only=True):
     error: str
     deliveries: int
     parked_at: dt.datetime
+    replayed_at: dt.datetime | None
+    replayed_by: str | None
+    replay_sequence: int | None
+
+
+class ParkedMessageData(msgspec.Struct, frozen=True, kw_only=True):
+    """A parked message with its headers and bytes, for replaying it."""
+
+    message: ParkedMessage
+    headers: dict[str, str]
+    data: bytes
+
+
+@dataclass(frozen=True)
+class TicketFilter:
+    """Conditions of a ticket listing; None matches everything."""
+
+    status: events.TicketStatus | None = None
+    category: str | None = None
+    personnel_number: str | None = None
+    created_from: dt.datetime | None = None
+    created_to: dt.datetime | None = None
+
+
+class TicketNotFound(NotFound):
+    def __init__(self, tenant_id: uuid.UUID, ticket: str) -> None:
+        super().__init__(f"ticket {ticket} not found in tenant {tenant_id}")
+
+
+class InvalidTicketReference(ValueError):
+    """A ticket path parameter that is neither an id nor a number (HTTP 400)."""
+
+
+class ParkedMessageNotFound(NotFound):
+    def __init__(self, parked_id: int) -> None:
+        super().__init__(f"parked message {parked_id} not found")
+
+
+class AlreadyReplayed(Conflict):
+    def __init__(self, parked_id: int, replayed_at: dt.datetime) -> None:
+        super().__init__(
+            f"parked message {parked_id} was already replayed at "
+            f"{replayed_at.isoformat()}; its replay is parked again if it fails"
+        )
+
+
+def _ticket(row: asyncpg.Record) -> Ticket:
+    return Ticket(**{key: row[key] for key in Ticket.__struct_fields__})
+
+
+def _history(row: asyncpg.Record) -> HistoryEntry:
+    return HistoryEntry(**{key: row[key] for key in HistoryEntry.__struct_fields__})
+
+
+def _parked(row: asyncpg.Record) -> ParkedMessage:
+    return ParkedMessage(**{key: row[key] for key in ParkedMessage.__struct_fields__})
+
+
+async def _insert_outbox(
+    connection: Connection, event: ticket_events.OutgoingEvent
+) -> None:
+    await connection.execute(
+        "INSERT INTO ticket.outbox (event_id, subject, payload) VALUES ($1, $2, $3)",
+        event.event_id,
+        event.subject,
+        event.payload,
+    )
+
+
+# --- submissions ------------------------------------------------------------
+
+
+class _Duplicate(Exception):
+    """Rolls back the counter increment of a submission that is already stored."""
 
 
 async def store_submission(
-    pool: asyncpg.Pool, data: events.TicketSubmittedData, stream_sequence: int
-) -> bool:
-    """Insert the ticket unless its submission is already stored.
+    pool: asyncpg.Pool,
+    data: events.TicketSubmittedData,
+    stream_sequence: int,
+    *,
+    number_zone: zoneinfo.ZoneInfo,
+) -> Ticket | None:
+    """Store a submission as a ticket with its number, history and `created` event.
 
-    Returns whether a row was inserted; a redelivery returns False.
+    Everything is written in one transaction. Returns the new ticket, or None
+    when the submission is already stored (a redelivery); then nothing changes,
+    and no number is used up.
     """
-    status = await pool.execute(
-        "INSERT INTO ticket.tickets (submission_id, reference, tenant_id,"
-        " personnel_number, reporter_name, category, subject, description,"
-        " location, urgency, language, submitted_at, stream_sequence)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-        " ON CONFLICT (submission_id) DO NOTHING",
-        uuid.UUID(data.submission_id),
-        data.reference,
-        uuid.UUID(data.tenant_id),
-        data.personnel_number,
-        data.reporter_name,
-        data.category,
-        data.subject,
-        data.description,
-        data.location,
-        data.urgency,
-        data.language,
-        data.submitted_at,
+    year = lifecycle.number_year(data.submitted_at, number_zone)
+    try:
+        async with pool.acquire() as connection, connection.transaction():
+            counter = await connection.fetchval(
+                "INSERT INTO ticket.ticket_counters (tenant_id, year, last_value)"
+                " VALUES ($1, $2, 1) ON CONFLICT (tenant_id, year)"
+                " DO UPDATE SET last_value = ticket_counters.last_value + 1"
+                " RETURNING last_value",
+                uuid.UUID(data.tenant_id),
+                year,
+            )
+            row = await connection.fetchrow(
+                "INSERT INTO ticket.tickets (submission_id, number, reference,"
+                " tenant_id, personnel_number, reporter_name, category, subject,"
+                " description, location, urgency, language, submitted_at,"
+                " stream_sequence)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+                f" ON CONFLICT (submission_id) DO NOTHING RETURNING {_COLUMNS}",
+                uuid.UUID(data.submission_id),
+                lifecycle.format_number(year, counter),
+                data.reference,
+                uuid.UUID(data.tenant_id),
+                data.personnel_number,
+                data.reporter_name,
+                data.category,
+                data.subject,
+                data.description,
+                data.location,
+                data.urgency,
+                data.language,
+                data.submitted_at,
+                stream_sequence,
+            )
+            if row is None:
+                raise _Duplicate
+            ticket = _ticket(row)
+            await connection.execute(
+                "INSERT INTO ticket.ticket_history"
+                " (ticket_id, from_status, to_status, changed_by, changed_at)"
+                " VALUES ($1, NULL, 'new', 'submission', $2)",
+                ticket.id,
+                ticket.stored_at,
+            )
+            assert ticket.number is not None
+            await _insert_outbox(
+                connection,
+                ticket_events.ticket_created(
+                    data,
+                    ticket_id=ticket.id,
+                    number=ticket.number,
+                    created_at=ticket.stored_at,
+                ),
+            )
+    except _Duplicate:
+        return None
+    return ticket
+
+
+# --- tickets ----------------------------------------------------------------
+
+
+async def list_tickets(
+    pool: asyncpg.Pool,
+    tenant_id: uuid.UUID,
+    *,
+    limit: int,
+    before: int | None,
+    where: TicketFilter | None = None,
+) -> list[Ticket]:
+    """Return a tenant's newest tickets first, continuing below id `before`.
+
+    `created_from` is inclusive and `created_to` exclusive; both compare with
+    the time the ticket was stored.
+    """
+    where = where or TicketFilter()
+    rows = await pool.fetch(
+        f"SELECT {_COLUMNS} FROM ticket.tickets WHERE tenant_id = $1"
+        " AND ($2::bigint IS NULL OR id < $2)"
+        " AND ($3::text IS NULL OR status = $3)"
+        " AND ($4::text IS NULL OR category = $4)"
+        " AND ($5::text IS NULL OR personnel_number = $5)"
+        " AND ($6::timestamptz IS NULL OR stored_at >= $6)"
+        " AND ($7::timestamptz IS NULL OR stored_at < $7)"
+        " ORDER BY id DESC LIMIT $8",
+        tenant_id,
+        before,
+        where.status,
+        where.category,
+        where.personnel_number,
+        where.created_from,
+        where.created_to,
+        limit,
+    )
+    return [_ticket(row) for row in rows]
+
+
+def _ticket_condition(ticket: str) -> tuple[str, Any]:
+    """Return the SQL condition and value that find a ticket by id or number.
+
+    Raises InvalidTicketReference for anything else.
+    """
+    if ticket.isdigit():
+        return "id = $2", int(ticket)
+    if _NUMBER.match(ticket):
+        return "number = $2", ticket
+    msg = (
+        f"invalid ticket {ticket!r}: expected an id such as 42 "
+        "or a number such as 2026-000042"
+    )
+    raise InvalidTicketReference(msg)
+
+
+async def get_ticket(
+    pool: asyncpg.Pool, tenant_id: uuid.UUID, ticket: str
+) -> TicketDetail:
+    """Return a tenant's ticket by id or number, with its history, oldest first."""
+    condition, value = _ticket_condition(ticket)
+    row = await pool.fetchrow(
+        f"SELECT {_COLUMNS} FROM ticket.tickets WHERE tenant_id = $1 AND {condition}",
+        tenant_id,
+        value,
+    )
+    if row is None:
+        raise TicketNotFound(tenant_id, ticket)
+    history = await pool.fetch(
+        "SELECT id, from_status, to_status, comment, changed_by, changed_at"
+        " FROM ticket.ticket_history WHERE ticket_id = $1 ORDER BY id",
+        row["id"],
+    )
+    return TicketDetail(ticket=_ticket(row), history=[_history(h) for h in history])
+
+
+async def change_status(
+    pool: asyncpg.Pool,
+    tenant_id: uuid.UUID,
+    ticket: str,
+    *,
+    to_status: events.TicketStatus,
+    comment: str,
+    changed_by: str,
+) -> TicketDetail:
+    """Change a ticket's status, record it in the history and emit the event.
+
+    The row lock serialises concurrent changes of one ticket, so each change
+    is checked against the status that the one before it left. Raises
+    TicketNotFound, or InvalidTransition when the lifecycle forbids the change.
+    """
+    condition, value = _ticket_condition(ticket)
+    async with pool.acquire() as connection, connection.transaction():
+        row = await connection.fetchrow(
+            f"SELECT {_COLUMNS} FROM ticket.tickets"
+            f" WHERE tenant_id = $1 AND {condition} FOR UPDATE",
+            tenant_id,
+            value,
+        )
+        if row is None:
+            raise TicketNotFound(tenant_id, ticket)
+        current = _ticket(row)
+        label = current.number or str(current.id)
+        lifecycle.check_transition(label, current.status, to_status)
+        change = await connection.fetchrow(
+            "INSERT INTO ticket.ticket_history"
+            " (ticket_id, from_status, to_status, comment, changed_by)"
+            " VALUES ($1, $2, $3, $4, $5) RETURNING id, changed_at",
+            current.id,
+            current.status,
+            to_status,
+            comment,
+            changed_by,
+        )
+        assert change is not None
+        await connection.execute(
+            "UPDATE ticket.tickets SET status = $2, updated_at = $3 WHERE id = $1",
+            current.id,
+            to_status,
+            change["changed_at"],
+        )
+        await _insert_outbox(
+            connection,
+            ticket_events.status_changed(
+                ticket_id=current.id,
+                number=label,
+                tenant_id=str(tenant_id),
+                reference=current.reference,
+                from_status=current.status,
+                to_status=to_status,
+                comment=comment,
+                change_id=change["id"],
+                changed_at=change["changed_at"],
+            ),
+        )
+    return await get_ticket(pool, tenant_id, str(current.id))
+
+
+# --- outbox -----------------------------------------------------------------
+
+
+class OutboxRow(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    event_id: uuid.UUID
+    subject: str
+    payload: bytes
+    attempts: int
+
+
+async def lock_unsent(connection: Connection, limit: int) -> list[OutboxRow]:
+    """Lock and return the oldest unsent outbox rows; call inside a transaction."""
+    rows = await connection.fetch(
+        "SELECT id, event_id, subject, payload, attempts FROM ticket.outbox"
+        " WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit,
+    )
+    return [
+        OutboxRow(**{key: row[key] for key in OutboxRow.__struct_fields__})
+        for row in rows
+    ]
+
+
+async def mark_sent(
+    connection: Connection, outbox_id: int, stream_sequence: int
+) -> None:
+    await connection.execute(
+        "UPDATE ticket.outbox SET sent_at = now(), stream_sequence = $2,"
+        " attempts = attempts + 1, last_error = NULL WHERE id = $1",
+        outbox_id,
         stream_sequence,
     )
-    return bool(status == "INSERT 0 1")
+
+
+async def record_send_failure(
+    connection: Connection, outbox_id: int, error: str
+) -> None:
+    await connection.execute(
+        "UPDATE ticket.outbox SET attempts = attempts + 1, last_error = $2"
+        " WHERE id = $1",
+        outbox_id,
+        error[:2000],
+    )
+
+
+async def count_unsent(pool: asyncpg.Pool) -> int:
+    count: int = await pool.fetchval(
+        "SELECT count(*) FROM ticket.outbox WHERE sent_at IS NULL"
+    )
+    return count
+
+
+# --- parked messages --------------------------------------------------------
+
+
+_PARKED_COLUMNS = (
+    "id, stream_sequence, subject, error, deliveries, parked_at,"
+    " replayed_at, replayed_by, replay_sequence"
+)
 
 
 async def park(
@@ -100,29 +445,81 @@ async def park(
     )
 
 
-async def list_tickets(
-    pool: asyncpg.Pool, tenant_id: uuid.UUID, *, limit: int, before: int | None
-) -> list[Ticket]:
-    """Return a tenant's newest tickets first, continuing below id `before`."""
+async def list_parked(
+    pool: asyncpg.Pool, *, limit: int, include_replayed: bool = False
+) -> list[ParkedMessage]:
+    """Return parked messages oldest first; replayed ones only when asked."""
     rows = await pool.fetch(
-        f"SELECT {_COLUMNS} FROM ticket.tickets WHERE tenant_id = $1"
-        " AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
-        tenant_id,
-        before,
+        f"SELECT {_PARKED_COLUMNS} FROM ticket.parked_messages"
+        " WHERE $2 OR replayed_at IS NULL ORDER BY id LIMIT $1",
         limit,
+        include_replayed,
     )
-    return [
-        Ticket(**{key: row[key] for key in Ticket.__struct_fields__}) for row in rows
-    ]
+    return [_parked(row) for row in rows]
 
 
-async def list_parked(pool: asyncpg.Pool, *, limit: int) -> list[ParkedMessage]:
-    rows = await pool.fetch(
-        "SELECT id, stream_sequence, subject, error, deliveries, parked_at"
-        " FROM ticket.parked_messages ORDER BY id LIMIT $1",
-        limit,
+async def get_parked(pool: asyncpg.Pool, parked_id: int) -> ParkedMessageData:
+    row = await pool.fetchrow(
+        f"SELECT {_PARKED_COLUMNS}, headers, data FROM ticket.parked_messages"
+        " WHERE id = $1",
+        parked_id,
     )
-    return [
-        ParkedMessage(**{key: row[key] for key in ParkedMessage.__struct_fields__})
-        for row in rows
-    ]
+    if row is None:
+        raise ParkedMessageNotFound(parked_id)
+    return ParkedMessageData(
+        message=_parked(row),
+        headers=msgspec.json.decode(row["headers"], type=dict[str, str]),
+        data=bytes(row["data"]),
+    )
+
+
+async def lock_parked_for_replay(
+    connection: Connection, parked_id: int
+) -> ParkedMessageData:
+    """Lock a parked message that was not replayed yet; call inside a transaction.
+
+    Raises ParkedMessageNotFound or AlreadyReplayed.
+    """
+    row = await connection.fetchrow(
+        f"SELECT {_PARKED_COLUMNS}, headers, data FROM ticket.parked_messages"
+        " WHERE id = $1 FOR UPDATE",
+        parked_id,
+    )
+    if row is None:
+        raise ParkedMessageNotFound(parked_id)
+    if row["replayed_at"] is not None:
+        raise AlreadyReplayed(parked_id, row["replayed_at"])
+    return ParkedMessageData(
+        message=_parked(row),
+        headers=msgspec.json.decode(row["headers"], type=dict[str, str]),
+        data=bytes(row["data"]),
+    )
+
+
+async def mark_replayed(
+    connection: Connection,
+    parked_id: int,
+    *,
+    replayed_by: str,
+    replay_sequence: int,
+) -> ParkedMessage:
+    row = await connection.fetchrow(
+        "UPDATE ticket.parked_messages SET replayed_at = now(), replayed_by = $2,"
+        f" replay_sequence = $3 WHERE id = $1 RETURNING {_PARKED_COLUMNS}",
+        parked_id,
+        replayed_by,
+        replay_sequence,
+    )
+    assert row is not None, "the caller locked the row in this transaction"
+    return _parked(row)
+
+
+async def delete_parked(pool: asyncpg.Pool, parked_id: int) -> ParkedMessage:
+    """Delete a parked message for good and return what it was."""
+    row = await pool.fetchrow(
+        f"DELETE FROM ticket.parked_messages WHERE id = $1 RETURNING {_PARKED_COLUMNS}",
+        parked_id,
+    )
+    if row is None:
+        raise ParkedMessageNotFound(parked_id)
+    return _parked(row)

@@ -1,0 +1,79 @@
+"""Settings of the ticket service, read once from environment variables.
+
+The consumer's own settings (`TICKET_ACK_WAIT_SECONDS`,
+`TICKET_MAX_ACK_PENDING`) are read in `durable.py`, the stream's
+(`TICKET_STREAM_*`, `TICKET_DUPLICATE_WINDOW_SECONDS`) in `shared.streams`.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shared.settings import SettingsError, env_float, env_int, env_str, env_switch
+
+
+def env_zone(
+    name: str, default: str, environ: Mapping[str, str] | None = None
+) -> zoneinfo.ZoneInfo:
+    """Return the variable `name` as an IANA time zone such as Europe/Zurich."""
+    raw = env_str(name, default, environ)
+    try:
+        return zoneinfo.ZoneInfo(raw)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        msg = f"{name} must be an IANA time zone such as Europe/Zurich, got {raw!r}"
+        raise SettingsError(msg) from None
+
+
+@dataclass(frozen=True)
+class TicketSettings:
+    fetch_batch: int
+    """TICKET_FETCH_BATCH: messages fetched at once (default 64)."""
+    park_after: int
+    """TICKET_PARK_AFTER_DELIVERIES: deliveries of a failing message before
+    it is parked (default 5)."""
+    tenant_check: bool
+    """TICKET_TENANT_CHECK: ask the tenant service whether a submission's
+    tenant exists (default on)."""
+    number_zone: zoneinfo.ZoneInfo
+    """TICKET_NUMBER_TIME_ZONE: time zone of the year in ticket numbers
+    (default UTC)."""
+    outbox_relay: bool
+    """TICKET_OUTBOX_RELAY: publish outbox rows (default on). Off leaves
+    events in the outbox; tests use it to stop between commit and publish."""
+    outbox_batch: int
+    """TICKET_OUTBOX_BATCH: outbox rows published per transaction (default 100)."""
+    outbox_poll_seconds: float
+    """TICKET_OUTBOX_POLL_SECONDS: longest pause between two looks at the
+    outbox (default 1.0); a commit in this process wakes the relay at once."""
+    publish_timeout: float
+    """TICKET_PUBLISH_TIMEOUT_SECONDS: wait for JetStream's acknowledgement
+    of one event (default 5.0)."""
+    exit_after_outbox_publish: bool
+    """TICKET_TEST_EXIT_AFTER_OUTBOX_PUBLISH: for tests only (default off).
+    The process exits right after the first acknowledged publish, before the
+    outbox row is marked sent, as a crash would."""
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> TicketSettings:
+    """Read every setting; raise SettingsError naming the first bad one."""
+    return TicketSettings(
+        fetch_batch=env_int("TICKET_FETCH_BATCH", 64, minimum=1, environ=environ),
+        park_after=env_int(
+            "TICKET_PARK_AFTER_DELIVERIES", 5, minimum=1, environ=environ
+        ),
+        tenant_check=env_switch("TICKET_TENANT_CHECK", True, environ),
+        number_zone=env_zone("TICKET_NUMBER_TIME_ZONE", "UTC", environ),
+        outbox_relay=env_switch("TICKET_OUTBOX_RELAY", True, environ),
+        outbox_batch=env_int("TICKET_OUTBOX_BATCH", 100, minimum=1, environ=environ),
+        outbox_poll_seconds=env_float(
+            "TICKET_OUTBOX_POLL_SECONDS", 1.0, minimum=0.05, environ=environ
+        ),
+        publish_timeout=env_float(
+            "TICKET_PUBLISH_TIMEOUT_SECONDS", 5.0, minimum=0.1, environ=environ
+        ),
+        exit_after_outbox_publish=env_switch(
+            "TICKET_TEST_EXIT_AFTER_OUTBOX_PUBLISH", False, environ
+        ),
+    )

@@ -1,0 +1,84 @@
+"""The ticket consumer's decoding of submitted events, poison messages included."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import msgspec
+import pytest
+
+from services.ticket.consumer import InvalidSubmission, decode_submission
+from shared import events, messages, subjects
+
+TENANT = str(uuid.uuid4())
+SUBJECT = subjects.ticket_submitted(TENANT)
+
+
+def valid_event() -> dict[str, object]:
+    submission_id = str(uuid.uuid4())
+    now = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    event = events.TicketSubmitted(
+        id=submission_id,
+        time=now,
+        subject="T-1",
+        data=events.TicketSubmittedData(
+            submission_id=submission_id,
+            reference="T-1",
+            tenant_id=TENANT,
+            personnel_number="004711",
+            reporter_name="Jörg Bäcker",
+            category="IT",
+            subject="Drucker",
+            description="Kein Papier",
+            submitted_at=now,
+        ),
+    )
+    decoded: dict[str, object] = msgspec.json.decode(messages.ENCODER.encode(event))
+    return decoded
+
+
+def test_valid_event_decodes() -> None:
+    event = decode_submission(SUBJECT, msgspec.json.encode(valid_event()))
+
+    assert event.data.tenant_id == TENANT
+
+
+def test_latin1_bytes_are_undecodable() -> None:
+    with pytest.raises(InvalidSubmission, match=r"^undecodable message: .*UTF-8"):
+        decode_submission(SUBJECT, b'{"subject":"K\xfcche"}')
+
+
+def test_wrong_field_type_names_path() -> None:
+    event = valid_event()
+    data = event["data"]
+    assert isinstance(data, dict)
+    data["category"] = 42
+
+    with pytest.raises(
+        InvalidSubmission, match=r"Expected `str`, got `int` - at `\$.data.category`"
+    ):
+        decode_submission(SUBJECT, msgspec.json.encode(event))
+
+
+def test_truncated_json_is_undecodable() -> None:
+    with pytest.raises(InvalidSubmission, match=r"^undecodable message"):
+        decode_submission(SUBJECT, msgspec.json.encode(valid_event())[:50])
+
+
+@pytest.mark.parametrize("field", ["submission_id", "tenant_id"])
+def test_id_that_is_no_uuid_is_invalid(field: str) -> None:
+    event = valid_event()
+    data = event["data"]
+    assert isinstance(data, dict)
+    data[field] = "42"
+
+    with pytest.raises(InvalidSubmission, match=f"invalid data.{field} '42'"):
+        decode_submission(SUBJECT, msgspec.json.encode(event))
+
+
+def test_subject_of_other_tenant_is_invalid() -> None:
+    other = subjects.ticket_submitted(str(uuid.uuid4()))
+
+    with pytest.raises(InvalidSubmission, match="does not match the subject"):
+        decode_submission(other, msgspec.json.encode(valid_event()))
