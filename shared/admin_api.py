@@ -23,6 +23,20 @@ class Conflict(ValueError):
     """An admin request conflicts with stored data (HTTP 409)."""
 
 
+def log_admin_action(
+    message: str, event: str, request: AdminRequest, **ids: Any
+) -> None:
+    """Log a change made through an admin API with the admin token's name."""
+    logger.info(
+        message,
+        extra={
+            "event": event,
+            "admin": request.state.admin_name,
+            **{key: str(value) for key, value in ids.items()},
+        },
+    )
+
+
 def _json_error(status: int, message: str) -> Response[dict[str, object]]:
     return Response({"status_code": status, "detail": message}, status_code=status)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from litestar import Controller, Response, get, patch, post
@@ -24,7 +24,7 @@ from litestar.params import Parameter
 
 from services.personnel import csv_import, personnel_number, repository, tenants
 from shared import directory_events
-from shared.admin_api import AdminRequest
+from shared.admin_api import AdminRequest, log_admin_action
 from shared.admin_auth import admin_guard
 
 logger = logging.getLogger(__name__)
@@ -132,17 +132,6 @@ async def _announce(
     )
 
 
-def _log(message: str, event: str, request: AdminRequest, **ids: Any) -> None:
-    logger.info(
-        message,
-        extra={
-            "event": event,
-            "admin": request.state.admin_name,
-            **{key: str(value) for key, value in ids.items()},
-        },
-    )
-
-
 async def _update(
     state: State,
     request: AdminRequest,
@@ -165,7 +154,7 @@ async def _update(
     change: directory_events.PersonChange = "updated"
     if updated.changed == ["active"]:
         change = "reactivated" if person.active else "deactivated"
-    _log(
+    log_admin_action(
         f"person {change}",
         f"person_{change}",
         request,
@@ -194,7 +183,7 @@ class PersonnelController(Controller):
         name = _name(data.name)
         await tenants.require_tenant(state.nc, tenant_id)
         person = await repository.create_person(state.pool, tenant_id, number, name)
-        _log(
+        log_admin_action(
             "person created",
             "person_created",
             request,
@@ -376,7 +365,7 @@ class PersonnelController(Controller):
         report = _report(plan, parsed, dry_run=dry_run)
         changed = report.counts.added + report.counts.updated
         changed += report.counts.deactivated
-        _log(
+        log_admin_action(
             "people imported" if not dry_run else "people import checked",
             "people_imported" if not dry_run else "people_import_dry_run",
             request,
@@ -415,7 +404,7 @@ def _report(
 def _rejected(
     request: AdminRequest, tenant_id: uuid.UUID, exc: csv_import.InvalidFile
 ) -> Response[ImportReport | ImportRejection]:
-    _log(
+    log_admin_action(
         "people import rejected",
         "people_import_rejected",
         request,

@@ -20,7 +20,7 @@ from litestar.params import Parameter
 
 from services.tenant import link_secret, repository
 from shared import directory_events
-from shared.admin_api import AdminRequest, NotFound
+from shared.admin_api import AdminRequest, NotFound, log_admin_action
 from shared.admin_auth import admin_guard
 
 logger = logging.getLogger(__name__)
@@ -124,17 +124,6 @@ async def _announce(
     )
 
 
-def _log(message: str, event: str, request: AdminRequest, **ids: Any) -> None:
-    logger.info(
-        message,
-        extra={
-            "event": event,
-            "admin": request.state.admin_name,
-            **{key: str(value) for key, value in ids.items()},
-        },
-    )
-
-
 class TenantController(Controller):
     path = "/admin/tenants"
     guards = [admin_guard]  # noqa: RUF012
@@ -153,7 +142,9 @@ class TenantController(Controller):
             categories=_clean_categories(data.categories),
             intake_enabled=data.intake_enabled,
         )
-        _log("tenant created", "tenant_created", request, tenant_id=tenant.id)
+        log_admin_action(
+            "tenant created", "tenant_created", request, tenant_id=tenant.id
+        )
         await _announce(state, tenant.id, "created")
         return tenant
 
@@ -214,7 +205,7 @@ class TenantController(Controller):
         info = await repository.add_secret(
             state.pool, tenant_id, secret, admin=request.state.admin_name
         )
-        _log(
+        log_admin_action(
             "link secret issued",
             "secret_issued",
             request,
@@ -243,7 +234,7 @@ class TenantController(Controller):
             grace_seconds=grace,
             admin=request.state.admin_name,
         )
-        _log(
+        log_admin_action(
             "link secret rotated",
             "secret_rotated",
             request,
@@ -289,7 +280,7 @@ class TenantController(Controller):
             raise NotFound(msg)
         info, changed = revoked
         if changed:
-            _log(
+            log_admin_action(
                 "link secret revoked",
                 "secret_revoked",
                 request,
@@ -324,7 +315,7 @@ async def _update(
     )
     if not updated.changed:
         return updated.tenant
-    _log(
+    log_admin_action(
         "tenant updated",
         "tenant_updated",
         request,
