@@ -17,9 +17,16 @@ import sys
 import threading
 from pathlib import Path
 
+import httpx
+
 from linkdesk import demo, links
-from linkdesk.processes import DEFAULT_PORTS, SERVICES, Stack
-from shared.embedded import EmbeddedNats, EmbeddedPostgres
+from linkdesk.processes import DEFAULT_PORTS, SERVICES, ServiceStartError, Stack
+from shared.embedded import (
+    EmbeddedNats,
+    EmbeddedPostgres,
+    EmbeddedServerError,
+    port_in_use,
+)
 
 DEFAULT_DATA_DIR = ".linkdesk"
 
@@ -101,6 +108,13 @@ def _print_summary(
         f"  DATABASE_URL={postgres.url}",
         f"  Admin token: {token}",
         "",
+        "  For the linkdesk admin commands in another terminal:",
+        f"    export LINKDESK_ADMIN_TOKEN={token}",
+        f"    export LINKDESK_GATEWAY_URL={stack.url('gateway')}"
+        f" LINKDESK_TENANT_URL={stack.url('tenant')}",
+        f"    export LINKDESK_PERSONNEL_URL={stack.url('personnel')}"
+        f" LINKDESK_TICKET_URL={stack.url('ticket')}",
+        "",
         "  See the demo tenant's tickets:",
         f'    curl -H "Authorization: Bearer {token}" \\',
         f"      {stack.url('ticket')}/admin/tenants/{tenant_id}/tickets",
@@ -109,6 +123,26 @@ def _print_summary(
         "",
     ]
     print("\n".join(lines), flush=True)
+
+
+def _busy_ports(args: argparse.Namespace, ports: dict[str, int]) -> str:
+    """Return a message naming the first needed port that is taken, or ""."""
+    wanted = [
+        (args.nats_port, "nats-server", "--nats-port"),
+        (args.postgres_port, "PostgreSQL", "--postgres-port"),
+        *(
+            (port, f"the {name} service", "--gateway-port")
+            for name, port in ports.items()
+        ),
+    ]
+    for port, what, option in wanted:
+        if port_in_use(port):
+            return (
+                f"port {port} for {what} is already in use on 127.0.0.1 "
+                f"(another linkdesk dev?); stop that program or choose another "
+                f"port with {option}"
+            )
+    return ""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,45 +160,44 @@ def run(args: argparse.Namespace) -> int:
         name: args.gateway_port + offset
         for offset, name in enumerate(("gateway", "tenant", "personnel", "ticket"))
     }
+    busy = _busy_ports(args, ports)
+    if busy:
+        print(f"linkdesk dev: {busy}", file=sys.stderr)
+        return 2
     stack: Stack | None = None
     try:
-        print("Starting nats-server and PostgreSQL ...", flush=True)
-        nats.start()
-        postgres.start()
-        stack = Stack(
-            nats_url=nats.url,
-            database_url=postgres.url,
-            log_dir=data_dir / "logs",
-            admin_tokens=f"dev:{credentials['admin_token']}",
-            form_key=credentials["form_key"],
-            ports=ports,
-        )
-        print("Starting the services ...", flush=True)
-        stack.start()
-        data = demo.ensure_demo(
-            data_dir / "demo.json",
-            stack.url("tenant"),
-            stack.url("personnel"),
-            credentials["admin_token"],
-        )
+        try:
+            print("Starting nats-server and PostgreSQL ...", flush=True)
+            nats.start()
+            postgres.start()
+            stack = Stack(
+                nats_url=nats.url,
+                database_url=postgres.url,
+                log_dir=data_dir / "logs",
+                admin_tokens=f"dev:{credentials['admin_token']}",
+                form_key=credentials["form_key"],
+                ports=ports,
+            )
+            print("Starting the services ...", flush=True)
+            stack.start()
+            data = demo.ensure_demo(
+                data_dir / "demo.json",
+                stack.url("tenant"),
+                stack.url("personnel"),
+                credentials["admin_token"],
+            )
+        except (EmbeddedServerError, ServiceStartError, httpx.HTTPError) as exc:
+            print(f"linkdesk dev: start failed: {exc}", file=sys.stderr)
+            print(f"Logs are in {data_dir}/.", file=sys.stderr)
+            return 1
+
         link = links.build_link(
             stack.url("gateway"), data.secret, data.personnel_number
         )
         _print_summary(
             stack, nats, postgres, credentials["admin_token"], link, data.tenant_id
         )
-
-        while not stop.is_set() and not args.exit_after_start:
-            stop.wait(1.0)
-            died = [s.name for s in stack.services.values() if not s.running]
-            if died:
-                print(
-                    f"Service stopped unexpectedly: {', '.join(died)}; "
-                    f"see {stack.log_dir}/. Stopping everything.",
-                    file=sys.stderr,
-                )
-                return 1
-        return 0
+        return _watch(stack, stop, args.exit_after_start)
     finally:
         print("Stopping ...", flush=True)
         if stack is not None:
@@ -172,3 +205,18 @@ def run(args: argparse.Namespace) -> int:
         postgres.stop()
         nats.stop()
         print("Stopped.", flush=True)
+
+
+def _watch(stack: Stack, stop: threading.Event, exit_after_start: bool) -> int:
+    """Wait for Ctrl-C or SIGTERM; return 1 as soon as a service dies."""
+    while not stop.is_set() and not exit_after_start:
+        stop.wait(1.0)
+        died = [s.name for s in stack.services.values() if not s.running]
+        if died:
+            print(
+                f"Service stopped unexpectedly: {', '.join(died)}; "
+                f"see {stack.log_dir}/. Stopping everything.",
+                file=sys.stderr,
+            )
+            return 1
+    return 0

@@ -42,6 +42,21 @@ def free_port() -> int:
         return port
 
 
+def port_in_use(port: int) -> bool:
+    """Return whether something already listens on `port` of 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((LOOPBACK, port)) == 0
+
+
+def _require_free(port: int, what: str) -> None:
+    # A server that cannot bind exits, but a readiness probe on the same
+    # port would then reach whoever holds it and report a false success.
+    if port_in_use(port):
+        msg = f"port {port} for {what} is already in use on {LOOPBACK}"
+        raise EmbeddedServerError(msg)
+
+
 def _die_with_parent() -> None:
     # Linux only: the kernel sends SIGTERM to the child when the launcher dies,
     # even by SIGKILL, so no server outlives the process that started it.
@@ -181,6 +196,8 @@ class EmbeddedNats:
 
     def start(self, timeout: float = 20.0) -> str:
         """Start the server and wait until JetStream answers; return its URL."""
+        _require_free(self.port, "nats-server")
+        _require_free(self.monitor_port, "the nats-server monitoring endpoint")
         store = self.data_dir / "jetstream"
         store.mkdir(parents=True, exist_ok=True)
         argv = [
@@ -282,6 +299,7 @@ class EmbeddedPostgres:
 
     def start(self, timeout: float = 60.0) -> str:
         """Initialise the cluster if needed, start it and create the database."""
+        _require_free(self.port, "PostgreSQL")
         self.pgdata.mkdir(parents=True, exist_ok=True)
         if self._user:
             self._prepare_permissions()

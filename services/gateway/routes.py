@@ -287,7 +287,7 @@ def confirmation(
 def stylesheet() -> Response[bytes]:
     return Response(
         content=_STYLESHEET,
-        media_type="text/css; charset=utf-8",
+        media_type="text/css",
         headers={"Cache-Control": "public, max-age=3600"},
     )
 
