@@ -10,10 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from linkdesk import dev, events, links, personnel, tenants, tickets
+from linkdesk import dev, events, links, personnel, signing, tenants, tickets
 from linkdesk.api_client import CommandError, fail
 
-COMMAND_MODULES = (dev, links, tickets, events, tenants, personnel)
+COMMAND_MODULES = (dev, links, tickets, events, tenants, signing, personnel)
 
 
 def build_parser() -> argparse.ArgumentParser:

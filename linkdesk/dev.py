@@ -118,7 +118,7 @@ def _print_summary(
         "  See the demo tenant's tickets:",
         f'    curl -H "Authorization: Bearer {token}" \\',
         f"      {stack.url('ticket')}/admin/tenants/{tenant_id}/tickets",
-        f"  Admin API documentation: {stack.url('tenant')}/schema",
+        f"  Admin API description (OpenAPI): {stack.url('tenant')}/schema/openapi.json",
         f"  Logs: {stack.log_dir}/",
         "",
     ]

@@ -119,6 +119,8 @@ class Stack:
     ports: Mapping[str, int] = field(default_factory=dict)
     extra_env: Mapping[str, str] = field(default_factory=dict)
     services: dict[str, ServiceProcess] = field(default_factory=dict)
+    replicas: list[ServiceProcess] = field(default_factory=list)
+    """Further processes of the services, added by `add_replica`."""
 
     def __post_init__(self) -> None:
         env = {
@@ -138,6 +140,31 @@ class Stack:
     def url(self, name: str) -> str:
         return self.services[name].url
 
+    def add_replica(self, name: str, port: int = 0) -> ServiceProcess:
+        """Declare one more process of service `name`, not started yet.
+
+        The replica gets the first process's environment, its own HTTP port
+        (a free one unless `port` is given) and its own log file,
+        `<name>-<n>.log` for the n-th process of that service.
+        """
+        first = self.services[name]
+        number = len(self.instances(name)) + 1
+        replica = ServiceProcess(
+            name,
+            port or free_port(),
+            first.env,
+            self.log_dir / f"{name}-{number}.log",
+        )
+        self.replicas.append(replica)
+        return replica
+
+    def instances(self, name: str) -> list[ServiceProcess]:
+        """Return every process of service `name`: the first, then its replicas."""
+        return [
+            self.services[name],
+            *(replica for replica in self.replicas if replica.name == name),
+        ]
+
     def start(self, *names: str, timeout: float = 30.0) -> None:
         """Start the named services (all when none are named), in order."""
         for name in names or SERVICES:
@@ -147,6 +174,10 @@ class Stack:
                 service.wait_ready(timeout)
 
     def stop(self, *names: str) -> None:
-        """Stop the named services (all when none are named), gateway first."""
+        """Stop the named services (all when none are named), gateway first.
+
+        A service's replicas stop before its first process.
+        """
         for name in reversed(names or SERVICES):
-            self.services[name].stop()
+            for process in reversed(self.instances(name)):
+                process.stop()

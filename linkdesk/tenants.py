@@ -76,6 +76,25 @@ def _register_tenant(commands: Subparsers) -> None:
     update.add_argument("tenant_id", help="the tenant's id (a UUID)")
     update.add_argument("--name", help="new name")
     _add_settings(update)
+    update.add_argument(
+        "--frame-ancestor",
+        dest="frame_ancestors",
+        action="append",
+        metavar="ORIGIN",
+        help="an origin such as https://intranet.example.org that may show the "
+        "form in a frame; repeat for several. Replaces the whole list",
+    )
+    update.add_argument(
+        "--no-frame-ancestors",
+        action="store_true",
+        help="let no site show the form in a frame (the default)",
+    )
+    update.add_argument(
+        "--signed-links",
+        choices=("required", "optional"),
+        help="required: only signed links open the form, raw-secret links "
+        "get the invalid-link page; optional: both work (the default)",
+    )
     update.set_defaults(handler=_update)
 
     intake = actions.add_parser(
@@ -142,7 +161,17 @@ def _list(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     with client("tenant", args) as http:
         tenant = call(http, "GET", f"/admin/tenants/{args.tenant_id}")
-    print_result(tenant, args, (*TENANT_COLUMNS, "created_at", "updated_at"))
+    print_result(
+        tenant,
+        args,
+        (
+            *TENANT_COLUMNS,
+            "frame_ancestors",
+            "signed_links_required",
+            "created_at",
+            "updated_at",
+        ),
+    )
     return 0
 
 
@@ -154,8 +183,18 @@ def _update(args: argparse.Namespace) -> int:
         body["language"] = args.language
     if args.categories:
         body["categories"] = args.categories
+    if args.frame_ancestors and args.no_frame_ancestors:
+        msg = "pass either --frame-ancestor or --no-frame-ancestors, not both"
+        raise CommandError(msg)
+    if args.frame_ancestors or args.no_frame_ancestors:
+        body["frame_ancestors"] = args.frame_ancestors or []
+    if args.signed_links:
+        body["signed_links_required"] = args.signed_links == "required"
     if not body:
-        msg = "nothing to update: pass --name, --language or --category"
+        msg = (
+            "nothing to update: pass --name, --language, --category,"
+            " --frame-ancestor, --no-frame-ancestors or --signed-links"
+        )
         raise CommandError(msg)
     with client("tenant", args) as http:
         tenant = call(http, "PATCH", f"/admin/tenants/{args.tenant_id}", json=body)
@@ -284,19 +323,19 @@ def _revoke(args: argparse.Namespace) -> int:
             "POST",
             f"/admin/tenants/{args.tenant_id}/secrets/{args.secret_id}/revoke",
         )
-    print_result(_with_status(info) if not args.json else info, args, SECRET_COLUMNS)
+    print_result(with_status(info) if not args.json else info, args, SECRET_COLUMNS)
     return 0
 
 
 def _list_secrets(args: argparse.Namespace) -> int:
     with client("tenant", args) as http:
         secrets = call(http, "GET", f"/admin/tenants/{args.tenant_id}/secrets")
-    rows = secrets if args.json else [_with_status(info) for info in secrets]
+    rows = secrets if args.json else [with_status(info) for info in secrets]
     print_result(rows, args, SECRET_COLUMNS)
     return 0
 
 
-def _with_status(info: dict[str, Any]) -> dict[str, Any]:
+def with_status(info: dict[str, Any]) -> dict[str, Any]:
     """Add `status` (active, expiring, expired, revoked) for the table."""
     now = dt.datetime.now(dt.UTC)
     expires = info.get("expires_at")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any, TypeAlias
 
+import asyncpg
 from litestar import Request, Response
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 logger = logging.getLogger(__name__)
@@ -63,9 +65,27 @@ def internal_error_handler(
     return _json_error(500, "internal error, see the service log")
 
 
+def unstorable_value_handler(
+    request: AdminRequest, exc: Exception
+) -> Response[dict[str, object]]:
+    """Answer 400 for a value that passed validation but that PostgreSQL or
+    Python cannot hold, such as a number beyond 64 bits or a date in year 1."""
+    logger.info(
+        "admin request rejected: %s",
+        exc,
+        extra={"event": "invalid_value", "path": request.url.path},
+    )
+    return _json_error(
+        400, f"invalid value in the request: {exc}; check numbers, dates and text"
+    )
+
+
 EXCEPTION_HANDLERS = {
     NotFound: not_found_handler,
     Conflict: conflict_handler,
+    asyncpg.DataError: unstorable_value_handler,
+    OverflowError: unstorable_value_handler,
+    RecursionError: unstorable_value_handler,
     500: internal_error_handler,
 }
 
@@ -83,4 +103,10 @@ def openapi_config(title: str, description: str) -> OpenAPIConfig:
             }
         ),
         security=[{"AdminToken": []}],
+        # JSON and YAML only: the interactive viewers load their scripts from
+        # public CDNs, and a token pasted into them would reach that code.
+        render_plugins=[
+            JsonRenderPlugin(path=["/openapi.json", "/"]),
+            YamlRenderPlugin(),
+        ],
     )

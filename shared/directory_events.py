@@ -34,6 +34,9 @@ TenantChange = Literal[
     "secret_issued",
     "secret_rotated",
     "secret_revoked",
+    "signing_key_issued",
+    "signing_key_rotated",
+    "signing_key_revoked",
 ]
 
 PersonChange = Literal["created", "updated", "deactivated", "reactivated", "imported"]
@@ -48,6 +51,8 @@ class TenantChanged(messages.Message, frozen=True, kw_only=True):
     """Names of the tenant fields an update changed; empty for other changes."""
     secret_id: str | None = None
     """Id (never the secret) of the secret that was issued or revoked."""
+    key_id: str | None = None
+    """Id (never the key) of the signing key that was issued or revoked."""
     changed_at: dt.datetime
 
 

@@ -20,6 +20,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
@@ -40,6 +42,24 @@ def free_port() -> int:
         sock.bind((LOOPBACK, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_ports(count: int) -> list[int]:
+    """Return `count` distinct TCP ports on the loopback address, free right now.
+
+    All sockets stay bound until every port is chosen, so no port repeats,
+    which separate `free_port()` calls do not promise.
+    """
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind((LOOPBACK, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def port_in_use(port: int) -> bool:
@@ -66,6 +86,16 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+_LAUNCHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedded-launcher")
+"""The one thread that starts every server.
+
+The kernel sends the parent-death signal when the thread that forked the
+child ends, not when its process ends (prctl(2), PR_SET_PDEATHSIG). A server
+started from a short-lived thread would get SIGTERM as soon as that thread
+finished. This thread lives until the interpreter exits.
+"""
+
+
 def _wait_until(check: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -87,7 +117,8 @@ class _Process:
     def spawn(self, argv: list[str], user: str | None = None) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
+            self.process = _LAUNCHER.submit(
+                subprocess.Popen,
                 argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -95,7 +126,7 @@ class _Process:
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
                 user=user,
-            )
+            ).result()
         logger.info("event=embedded_started server=%s pid=%s", self.name, self.pid)
 
     @property
@@ -170,20 +201,41 @@ def _ensure_system_user(name: str) -> pwd.struct_passwd:
 
 def _open_path_for_others(path: Path) -> None:
     # The unprivileged server user must be able to traverse every parent.
+    # Only the execute bit is added, so nobody gains the right to list them.
     for parent in path.parents:
-        parent.chmod(parent.stat().st_mode | 0o055)
+        mode = parent.stat().st_mode
+        if mode & 0o011 != 0o011:
+            parent.chmod(mode | 0o011)
 
 
 class EmbeddedNats:
     """A nats-server with JetStream, its store under `data_dir`."""
 
     def __init__(
-        self, data_dir: Path, port: int = 0, monitor_port: int = 0, name: str = "nats"
+        self,
+        data_dir: Path,
+        port: int = 0,
+        monitor_port: int = 0,
+        name: str = "nats",
+        *,
+        cluster_port: int = 0,
+        routes: Sequence[str] = (),
+        cluster_name: str = "",
     ) -> None:
+        """Declare a server; `cluster_port` (0: none) makes it a cluster member.
+
+        A member listens for routes from other members on `cluster_port`,
+        connects to the members listed in `routes` (`nats://host:port`), and
+        joins the cluster `cluster_name`. `name` must be unique in a cluster,
+        because JetStream identifies its peers by server name.
+        """
         self.data_dir = data_dir
         self.port = port or free_port()
         self.monitor_port = monitor_port or free_port()
         self.server_name = name
+        self.cluster_port = cluster_port
+        self.routes = list(routes)
+        self.cluster_name = cluster_name
         self._process = _Process("nats-server", data_dir / "nats-server.log")
 
     @property
@@ -193,6 +245,11 @@ class EmbeddedNats:
     @property
     def pid(self) -> int | None:
         return self._process.pid
+
+    @property
+    def running(self) -> bool:
+        """Whether the server was started and has not exited since."""
+        return self._process.process is not None and not self._process.exited()
 
     def start(self, timeout: float = 20.0) -> str:
         """Start the server and wait until JetStream answers; return its URL."""
@@ -214,6 +271,16 @@ class EmbeddedNats:
             "--server_name",
             self.server_name,
         ]
+        if self.cluster_port:
+            _require_free(self.cluster_port, "the nats-server cluster port")
+            argv += [
+                "--cluster",
+                f"nats://{LOOPBACK}:{self.cluster_port}",
+                "--cluster_name",
+                self.cluster_name,
+            ]
+            if self.routes:
+                argv += ["--routes", ",".join(self.routes)]
         self._process.spawn(argv)
         _wait_until(self._healthy, timeout, "nats-server")
         return self.url
@@ -222,7 +289,18 @@ class EmbeddedNats:
         if self._process.exited():
             msg = f"nats-server exited at start:\n{self._process.tail()}"
             raise EmbeddedServerError(msg)
-        url = f"http://{LOOPBACK}:{self.monitor_port}/healthz?js-enabled-only=true"
+        return self.health_ok(js_enabled_only=True)
+
+    def health_ok(self, *, js_enabled_only: bool = False) -> bool:
+        """Return whether the server's `/healthz` endpoint returns 200.
+
+        With `js_enabled_only`, 200 means JetStream is switched on. Without
+        it, a cluster member also needs contact with the JetStream meta
+        leader, and every stream and consumer replica on the member must be
+        current, so a restarted member returns 200 once it has caught up.
+        """
+        query = "?js-enabled-only=true" if js_enabled_only else ""
+        url = f"http://{LOOPBACK}:{self.monitor_port}/healthz{query}"
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
                 return bool(response.status == 200)
@@ -237,6 +315,93 @@ class EmbeddedNats:
         self._process.stop(signal.SIGKILL)
 
     def __enter__(self) -> EmbeddedNats:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedNatsCluster:
+    """Nats-servers on loopback that form one JetStream cluster.
+
+    The members are named `n1`, `n2`, … and each keeps its store under
+    `data_dir / <name>`.
+    Every member lists the other members' cluster ports as routes, so a
+    member stopped with `kill()` and started again rejoins with its data.
+    """
+
+    def __init__(self, data_dir: Path, size: int = 3, name: str = "linkdesk") -> None:
+        if size < 1:
+            msg = f"a cluster needs at least one server, got size {size}"
+            raise ValueError(msg)
+        ports = free_ports(3 * size)
+        cluster_ports = ports[2 * size :]
+        routes = [f"nats://{LOOPBACK}:{port}" for port in cluster_ports]
+        self.name = name
+        self.nodes = [
+            EmbeddedNats(
+                data_dir / f"n{index + 1}",
+                port=ports[index],
+                monitor_port=ports[size + index],
+                name=f"n{index + 1}",
+                cluster_port=cluster_ports[index],
+                routes=[route for other, route in enumerate(routes) if other != index],
+                cluster_name=name,
+            )
+            for index in range(size)
+        ]
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """Every member's client URL, comma-separated as `NATS_URL` expects."""
+        return ",".join(self.urls)
+
+    def node(self, server_name: str) -> EmbeddedNats:
+        """Return the member named `server_name`, such as `n2`."""
+        for node in self.nodes:
+            if node.server_name == server_name:
+                return node
+        msg = f"no cluster member named {server_name!r}"
+        raise KeyError(msg)
+
+    def start(self, timeout: float = 60.0) -> str:
+        """Start every member, wait until the cluster is healthy, return `url`."""
+        try:
+            for node in self.nodes:
+                node.start(timeout)
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self.url
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        """Wait until every member's full health check passes.
+
+        That needs an elected JetStream meta leader, and every stream and
+        consumer replica on each member current.
+        """
+
+        def all_healthy() -> bool:
+            return all(node.health_ok() for node in self.nodes)
+
+        _wait_until(all_healthy, timeout, f"NATS cluster {self.name}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> EmbeddedNatsCluster:
         self.start()
         return self
 

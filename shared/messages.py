@@ -39,6 +39,10 @@ class TenantForm(Message, frozen=True, kw_only=True):
     name: str
     language: str
     categories: list[str]
+    frame_ancestors: list[str] = msgspec.field(default_factory=list)
+    """Origins that may embed the tenant's form in a frame; empty for none."""
+    signed_links_required: bool = False
+    """Whether only signed links open the tenant's form."""
 
 
 TenantRejection = Literal[
@@ -47,6 +51,7 @@ TenantRejection = Literal[
     "revoked_secret",
     "expired_secret",
     "intake_disabled",
+    "signed_link_required",
 ]
 
 
@@ -62,6 +67,43 @@ class TenantResolved(Message, frozen=True, kw_only=True):
     secret_expires_at: dt.datetime | None = None
     """Time at which the resolved secret stops working (set during a
     rotation's grace period), so that a cache keeps this reply no longer."""
+
+
+class VerifySignedLink(Message, frozen=True, kw_only=True):
+    """Ask the tenant service to check a signed link with the key `key_id`.
+
+    The key never leaves the tenant service: the gateway sends the token's
+    parts and gets the verified claims back.
+    """
+
+    key_id: str
+    payload: str
+    signature: str
+
+
+SignedLinkRejection = Literal[
+    "unknown_key",
+    "revoked_key",
+    "expired_key",
+    "bad_signature",
+    "invalid_claims",
+    "tenant_mismatch",
+    "link_expired",
+    "expiry_too_far",
+    "unknown_category",
+    "intake_disabled",
+]
+
+
+class SignedLinkVerified(Message, frozen=True, kw_only=True):
+    """Reply to `VerifySignedLink`: the tenant and the signed claims, or the
+    reason the link opens nothing."""
+
+    tenant: TenantForm | None = None
+    reason: SignedLinkRejection | None = None
+    personnel_number: str = ""
+    preset_location: str = ""
+    preset_category: str = ""
 
 
 # --- personnel service ------------------------------------------------------

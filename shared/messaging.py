@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -12,7 +13,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
 
-from shared import messages
+from shared import messages, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,26 @@ async def request(
 
     Raises `DependencyUnavailable` when nobody answers, the answer is late,
     the connection is down, or the reply is an error or cannot be decoded.
+    Counts the request and its outcome in the metrics attached to `nc`.
     """
+    started = time.perf_counter()
+    try:
+        decoded = await _request(nc, subject, message, reply_type, timeout, headers)
+    except DependencyUnavailable as exc:
+        _observe(nc, subject, exc.reason, started)
+        raise
+    _observe(nc, subject, "rejected" if _rejection(decoded) else "ok", started)
+    return decoded
+
+
+async def _request(
+    nc: Client,
+    subject: str,
+    message: messages.Message,
+    reply_type: type[ReplyT],
+    timeout: float,
+    headers: dict[str, str] | None,
+) -> ReplyT:
     try:
         reply = await nc.request(
             subject, messages.ENCODER.encode(message), timeout=timeout, headers=headers
@@ -104,23 +124,45 @@ async def request(
         raise DependencyUnavailable(subject, "bad_reply", str(exc)) from None
 
 
+def _observe(nc: Client, subject: str, outcome: str, started: float) -> None:
+    metrics.for_connection(nc).observe_request(
+        subject, outcome, time.perf_counter() - started
+    )
+
+
+def _rejection(reply: messages.Message) -> str | None:
+    """Return the `reason` of a reply that names why the request found
+    nothing, such as `unknown_secret`, or None for any other reply."""
+    reason = getattr(reply, "reason", None)
+    return reason if isinstance(reason, str) and reason else None
+
+
 def reply_handler(
     request_type: type[RequestT],
     handle: Callable[[RequestT], Awaitable[messages.Message]],
+    service_metrics: metrics.Metrics | None = None,
 ) -> Callable[[Request], Awaitable[None]]:
     """Wrap `handle` as a nats.micro endpoint handler.
 
     This is the one error boundary of a request handler: a request that does
     not decode gets a `400` error reply naming the problem, an exception gets
     a `500` error reply and a log line, and neither reaches the caller as a
-    regular answer.
+    regular answer. Every request gets one log line with the caller's request
+    id: a reply that names a rejection reason at INFO, other replies at DEBUG.
+    The request's content is never logged, because it can carry a secret.
     """
+
+    def count(subject: str, outcome: metrics.HandledOutcome) -> None:
+        if service_metrics is not None:
+            service_metrics.count_handled(subject, outcome)
 
     async def endpoint(req: Request) -> None:
         request_id = (req.headers or {}).get(REQUEST_ID_HEADER, "")
+        started = time.perf_counter()
         try:
             decoded = msgspec.json.decode(req.data, type=request_type)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            count(req.subject, "invalid_request")
             logger.warning(
                 "invalid request: %s",
                 exc,
@@ -135,6 +177,7 @@ def reply_handler(
         try:
             result = await handle(decoded)
         except Exception:
+            count(req.subject, "error")
             logger.exception(
                 "request handler failed",
                 extra={
@@ -146,5 +189,22 @@ def reply_handler(
             await req.respond_error("500", "internal error, see the service log")
             return
         await req.respond(messages.ENCODER.encode(result))
+        reason = _rejection(result)
+        count(req.subject, "rejected" if reason else "ok")
+        fields = {
+            "subject": req.subject,
+            "request_id": request_id,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
+        if reason:
+            logger.info(
+                "request rejected: %s",
+                reason,
+                extra={"event": "request_rejected", "reason": reason, **fields},
+            )
+        else:
+            logger.debug(
+                "request answered", extra={"event": "request_answered", **fields}
+            )
 
     return endpoint

@@ -1,8 +1,9 @@
 """Build the Litestar app of a service that owns a schema and talks NATS.
 
 The tenant, personnel and ticket services share this shape: an admin HTTP
-API, health endpoints, a pool with migrations, a NATS connection, nats.micro
-request handlers in a queue group, and optionally a background worker.
+API, health endpoints, Prometheus metrics, a pool with migrations, a NATS
+connection, nats.micro request handlers in a queue group, and optionally a
+background worker.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from litestar.types import ControllerRouterHandler
 from nats.aio.client import Client
 from nats.micro import add_service
 
-from shared import admin_api, admin_auth, health, lifecycle, messages, subjects
+from shared import (
+    admin_api,
+    admin_auth,
+    health,
+    lifecycle,
+    messages,
+    metrics,
+    subjects,
+)
 from shared.messaging import reply_handler
 
 Worker = Callable[[State, asyncpg.Pool, Client], AbstractAsyncContextManager[None]]
@@ -61,6 +70,8 @@ def _lifespan(
             ) as pool,
             lifecycle.nats_connection(app.state, spec.service) as nc,
         ):
+            service_metrics: metrics.Metrics = app.state.metrics
+            service_metrics.attach(nc)
             micro = await add_service(
                 nc,
                 name=f"linkdesk-{spec.service}",
@@ -73,7 +84,9 @@ def _lifespan(
                     subject=endpoint.subject,
                     queue_group=subjects.QUEUE_GROUP,
                     handler=reply_handler(
-                        endpoint.request_type, partial(endpoint.handle, pool)
+                        endpoint.request_type,
+                        partial(endpoint.handle, pool),
+                        service_metrics,
                     ),
                 )
             worker = spec.worker(app.state, pool, nc) if spec.worker else nullcontext()
@@ -103,13 +116,22 @@ def _readiness(spec: ServiceSpec) -> health.ReadinessCheck:
 
 def create_app(spec: ServiceSpec) -> Litestar:
     """Build the ASGI app that `python -m services.<name>` serves."""
-    return Litestar(
-        route_handlers=[*spec.controllers, health.health_router(_readiness(spec))],
+    service_metrics = metrics.Metrics()
+    app = Litestar(
+        route_handlers=[
+            *spec.controllers,
+            health.health_router(_readiness(spec)),
+            metrics.metrics_endpoint,
+        ],
         lifespan=[_lifespan(spec)],
         logging_config=None,
-        state=State({"admin_tokens": admin_auth.tokens_from_env()}),
+        state=State(
+            {"admin_tokens": admin_auth.tokens_from_env(), "metrics": service_metrics}
+        ),
         exception_handlers=admin_api.EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=admin_api.openapi_config(
             f"linkdesk {spec.service} admin API", spec.description
         ),
     )
+    metrics.instrument(app, service_metrics)
+    return app

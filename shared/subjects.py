@@ -12,6 +12,9 @@ TENANT_RESOLVE_SECRET: Final = "linkdesk.v1.tenant.resolve_secret"  # noqa: S105
 TENANT_GET: Final = "linkdesk.v1.tenant.get"
 """Request: a tenant's public form settings by id (`GetTenant`)."""
 
+TENANT_VERIFY_SIGNED_LINK: Final = "linkdesk.v1.tenant.verify_signed_link"
+"""Request: check a signed link with the tenant's key (`VerifySignedLink`)."""
+
 PERSONNEL_RESOLVE: Final = "linkdesk.v1.personnel.resolve"
 """Request: the person with a personnel number in a tenant (`ResolvePerson`)."""
 

@@ -43,7 +43,14 @@ def stack(nats_url: str, database_url: str, work_dir: Path) -> Iterator[Stack]:
         admin_tokens=f"tests:{ADMIN_TOKEN}",
         form_key=secrets.token_urlsafe(32),
         # Short waits keep the outage tests quick; the contract is "bounded".
-        extra_env={"NATS_REQUEST_TIMEOUT": "1.0"},
+        extra_env={
+            "NATS_REQUEST_TIMEOUT": "1.0",
+            # Every test sends from 127.0.0.1 and many send invalid links on
+            # purpose. The limits stay on, so each link pays for their
+            # checks, but only the rate-limit tests' own gateways reach them.
+            "GATEWAY_LINK_FAILURES_PER_ADDRESS": "1000000",
+            "GATEWAY_LINK_FAILURES_PER_SECRET": "1000000",
+        },
     )
     try:
         services.start()

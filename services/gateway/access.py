@@ -21,6 +21,9 @@ _PUBLIC_HEADERS = [
 
 
 def access_middleware(app: ASGIApp) -> ASGIApp:
+    """Wrap `app` to set the request id, add the public headers under
+    `/public`, and log one access line per HTTP request."""
+
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
@@ -38,6 +41,10 @@ def access_middleware(app: ASGIApp) -> ASGIApp:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
+                if b"content-security-policy" in present:
+                    # The page chose its own frame policy; a default
+                    # X-Frame-Options: DENY must not contradict it.
+                    present.add(b"x-frame-options")
                 if public:
                     headers += [h for h in _PUBLIC_HEADERS if h[0] not in present]
                 message["headers"] = headers

@@ -1,10 +1,11 @@
-"""Wire the gateway: public routes, NATS connection, health."""
+"""Wire the gateway: public routes, NATS connection, health, metrics."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import get_args
 
 import nats.errors
 import nats.js.errors
@@ -13,7 +14,7 @@ from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
-from services.gateway import routes
+from services.gateway import link, rate_limit, routes
 from services.gateway import settings as gateway_settings
 from services.gateway.access import access_middleware
 from services.gateway.directory import (
@@ -23,17 +24,31 @@ from services.gateway.directory import (
     subscribe_invalidations,
 )
 from services.gateway.pages import Pages
-from shared import health, lifecycle, subjects
+from shared import health, lifecycle, messages, metrics, subjects
 
 logger = logging.getLogger(__name__)
 
 SERVICE = "gateway"
+
+LINK_REJECTION_REASONS = frozenset(get_args(link.Malformed)).union(
+    *(
+        get_args(value)
+        for name, value in vars(messages).items()
+        if name.endswith("Rejection")
+    )
+)
+"""Every reason a link can open nothing for: the label values of
+`linkdesk_link_rejections_total`. The reasons in replies are the `…Rejection`
+types of `shared.messages`, so a new type there is labelled without a change
+here."""
 
 
 @asynccontextmanager
 async def _lifespan(app: Litestar) -> AsyncIterator[None]:
     cache = LookupCache(cache_ttl_from_env())
     async with lifecycle.nats_connection(app.state, SERVICE) as nc:
+        gateway_metrics: metrics.Metrics = app.state.metrics
+        gateway_metrics.attach(nc)
         if cache.enabled:
             await subscribe_invalidations(nc, cache)
         logger.info(
@@ -41,6 +56,9 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
             extra={"event": "lookup_cache_configured", "ttl_seconds": cache.ttl},
         )
         app.state.directory = Directory(nc, app.state.settings.request_timeout, cache)
+        app.state.shared_state, app.state.rate_limiter = rate_limit.build(
+            nc, app.state.settings, gateway_metrics.registry
+        )
         yield
 
 
@@ -82,23 +100,38 @@ def _internal_error(request: routes.AnyRequest, exc: Exception) -> Response[byte
 def create_app() -> Litestar:
     """Build the gateway's ASGI app."""
     settings = gateway_settings.load()
-    return Litestar(
+    gateway_metrics = metrics.Metrics()
+    app = Litestar(
         route_handlers=[
             routes.open_form,
             routes.submit,
             routes.confirmation,
             routes.stylesheet,
             health.health_router(_readiness),
+            metrics.metrics_endpoint,
         ],
         lifespan=[_lifespan],
-        middleware=[access_middleware],
         logging_config=None,
         openapi_config=None,
         request_max_body_size=settings.max_body_bytes,
-        state=State({"settings": settings, "pages": Pages()}),
+        state=State(
+            {
+                "settings": settings,
+                "pages": Pages(),
+                "metrics": gateway_metrics,
+                "link_metrics": metrics.LinkMetrics(
+                    gateway_metrics.registry, LINK_REJECTION_REASONS
+                ),
+            }
+        ),
         exception_handlers={
             RequestEntityTooLarge: routes.request_too_large,
             NotFoundException: _not_found,
             500: _internal_error,
         },
     )
+    metrics.instrument(app, gateway_metrics)
+    # Outermost, so that it also logs requests that match no route, and sets
+    # the request id before anything else runs.
+    app.asgi_handler = access_middleware(app.asgi_handler)
+    return app

@@ -26,8 +26,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from shared import messages, subjects
-from shared.messaging import REQUEST_ID_HEADER, request
+from shared import messages, signed_link, subjects
+from shared.messaging import REQUEST_ID_HEADER, DependencyUnavailable, request
 from shared.settings import env_float
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,12 @@ class Reporter:
 
     tenant: messages.TenantForm
     person: messages.Person
+    signed: bool = False
+    """Whether a signed link opened the form."""
+    preset_location: str = ""
+    """Location fixed by a signed link; empty for none."""
+    preset_category: str = ""
+    """Category fixed by a signed link; empty for none."""
 
 
 @dataclass(frozen=True)
@@ -298,10 +304,70 @@ class Directory:
                 )
         return Reporter(tenant=tenant, person=person)
 
-    async def recheck(
-        self, tenant_id: str, personnel_number: str, request_id: str
+    async def resolve_signed_link(
+        self, token: signed_link.SignedToken, request_id: str
     ) -> Reporter | Rejected:
-        """Check again at submit time that intake is on and the person active.
+        """Have the tenant service check a signed link, then find its person.
+
+        The tenant service's reply is never cached, so a revoked key stops
+        working at once; the person may come from the cache.
+        """
+        verified = await request(
+            self.nc,
+            subjects.TENANT_VERIFY_SIGNED_LINK,
+            messages.VerifySignedLink(
+                key_id=token.key_id, payload=token.payload, signature=token.signature
+            ),
+            messages.SignedLinkVerified,
+            timeout=self.timeout,
+            headers={REQUEST_ID_HEADER: request_id},
+        )
+        if verified.tenant is None:
+            return Rejected(verified.reason or "bad_signature")
+        tenant = verified.tenant
+        number = verified.personnel_number
+        use_cache = self._cache_usable()
+        snapshot = self.cache.snapshot()
+        person = self.cache.person(tenant.tenant_id, number) if use_cache else None
+        if person is None:
+            found = await self._ask_person(tenant.tenant_id, number, request_id)
+            if found.person is None:
+                return Rejected(found.reason or "unknown_person")
+            person = found.person
+            if use_cache:
+                self.cache.store_person(tenant.tenant_id, number, person, snapshot)
+        return Reporter(
+            tenant=tenant,
+            person=person,
+            signed=True,
+            preset_location=verified.preset_location,
+            preset_category=verified.preset_category,
+        )
+
+    async def frame_ancestors(self, tenant_id: str, request_id: str) -> list[str]:
+        """Return the origins that may frame the tenant's pages.
+
+        Returns none, so that no frame is allowed, when the tenant is unknown,
+        its intake is off, or the tenant service does not respond.
+        """
+        try:
+            resolved = await self._ask_tenant(
+                messages.GetTenant(tenant_id=tenant_id), request_id
+            )
+        except DependencyUnavailable:
+            return []
+        return [] if resolved.tenant is None else resolved.tenant.frame_ancestors
+
+    async def recheck(
+        self,
+        tenant_id: str,
+        personnel_number: str,
+        request_id: str,
+        *,
+        signed: bool = False,
+    ) -> Reporter | Rejected:
+        """Check again at submit time that intake is on and the person active,
+        and that a tenant that requires signed links got one.
 
         This check bypasses the cache: a submission is rarer than opening a
         link, and it must see the current state.
@@ -311,6 +377,8 @@ class Directory:
         )
         if resolved.tenant is None:
             return Rejected(resolved.reason or "unknown_tenant")
+        if resolved.tenant.signed_links_required and not signed:
+            return Rejected("signed_link_required")
         found = await self._ask_person(tenant_id, personnel_number, request_id)
         if found.person is None:
             return Rejected(found.reason or "unknown_person")

@@ -53,3 +53,22 @@ def parse(body: bytes) -> FormBody:
         except UnicodeDecodeError:
             parsed.invalid_encoding.add(name)
     return parsed
+
+
+def multipart_part_count(body: bytes, content_type: str) -> int | None:
+    """Return about how many parts a `multipart/form-data` body has.
+
+    The gateway does not accept multipart bodies, but one with more parts
+    than `MAX_FIELDS` gets the same 413 as a urlencoded body with too many
+    fields. Returns None when the content type names no boundary.
+    """
+    boundary = ""
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.strip().partition("=")
+        if name.strip().lower() == "boundary":
+            boundary = value.strip().strip('"')
+    if not boundary:
+        return None
+    # Each part starts with `--boundary`; the closing `--boundary--` too.
+    delimiters = body.count(b"--" + boundary.encode("latin-1", errors="replace"))
+    return max(delimiters - 1, 0)

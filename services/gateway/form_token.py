@@ -27,6 +27,12 @@ class FormContext(msgspec.Struct, frozen=True, kw_only=True):
     categories: list[str]
     submission_id: str
     expires_at: int
+    signed_link: bool = False
+    """Whether a signed link opened the form."""
+    preset_location: str = ""
+    """Location that a signed link fixed; the posted value is ignored."""
+    preset_category: str = ""
+    """Category that a signed link fixed; the posted value is ignored."""
 
 
 class InvalidToken(ValueError):
@@ -85,3 +91,25 @@ def verify(key: bytes, token: str, now: float | None = None) -> FormContext:
     if context.expires_at < (time.time() if now is None else now):
         raise ExpiredToken(context)
     return context
+
+
+def _tenant_mac(key: bytes, tenant_id: str) -> str:
+    # A purpose prefix, so that this MAC can never pass as a form token's.
+    message = f"confirmation-tenant\0{tenant_id}".encode()
+    return _b64encode(hmac.new(key, message, hashlib.sha256).digest()[:16])
+
+
+def sign_tenant(key: bytes, tenant_id: str) -> str:
+    """Return `tenant_id.mac`, which the confirmation URL carries so that its
+    page may be framed by that tenant's allowed origins."""
+    return f"{tenant_id}.{_tenant_mac(key, tenant_id)}"
+
+
+def verify_tenant(key: bytes, value: str) -> str | None:
+    """Return the tenant id of a genuine `sign_tenant` value, else None."""
+    tenant_id, _, mac = value.partition(".")
+    if not tenant_id or not mac or not value.isascii():
+        return None
+    if not hmac.compare_digest(_tenant_mac(key, tenant_id), mac):
+        return None
+    return tenant_id

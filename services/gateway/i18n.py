@@ -4,7 +4,8 @@ German is the fallback when neither the browser nor the tenant names a supported
 language. Every language table has the same keys as the German one, which
 tests/unit/test_i18n.py checks. Texts with a placeholder are filled in with
 str.format: `error_too_long` takes `max` (a number of characters) and
-`request_too_large_message` takes `limit` (a size such as "64 KB").
+`request_too_large_message` takes `limit` (a size such as "64 KB") and
+`already_sent_message` takes `reference`.
 
 French texts put a no-break space (U+00A0) before : ? ! and ; as standard French
 typography does, so a line never starts with that mark.
@@ -59,6 +60,10 @@ _GERMAN: Final[dict[str, str]] = {
         "Dieses Feld enthält Zeichen, die nicht gelesen werden konnten "
         "(kein gültiges UTF-8). Bitte geben Sie den Text neu ein."
     ),
+    "error_control_character": (
+        "Dieses Feld enthält unsichtbare Steuerzeichen. "
+        "Bitte geben Sie den Text neu ein."
+    ),
     "banner_unavailable": (
         "Der Dienst ist vorübergehend nicht verfügbar. Ihre Eingaben sind "
         "erhalten geblieben. Bitte versuchen Sie es in einem Moment erneut."
@@ -92,6 +97,23 @@ _GERMAN: Final[dict[str, str]] = {
         "Das Formular wurde in einem Format gesendet, das nicht unterstützt wird. "
         "Öffnen Sie den Link bitte erneut über Ihr Intranet und senden Sie das "
         "Formular von dort ab."
+    ),
+    "hint_fixed_value": "Dieser Wert ist durch Ihren Link vorgegeben.",
+    "banner_rate_limited": (
+        "Von Ihnen oder Ihrer Organisation sind in kurzer Zeit sehr viele Tickets "
+        "eingegangen. Ihre Eingaben sind erhalten geblieben. Bitte senden Sie das "
+        "Formular später erneut ab."
+    ),
+    "forbidden_title": "Anfrage abgelehnt",
+    "forbidden_message": (
+        "Das Formular wurde nicht von dieser Seite aus gesendet und deshalb nicht "
+        "angenommen. Öffnen Sie den Link bitte erneut über Ihr Intranet."
+    ),
+    "already_sent_title": "Formular bereits gesendet",
+    "already_sent_message": (
+        "Dieses Formular wurde bereits mit anderem Inhalt gesendet und als Ticket "
+        "{reference} gespeichert. Um ein weiteres Problem zu melden, öffnen Sie den "
+        "Link bitte erneut über Ihr Intranet."
     ),
 }
 
@@ -129,6 +151,9 @@ _ENGLISH: Final[dict[str, str]] = {
         "This field contains characters that could not be read "
         "(not valid UTF-8). Please retype it."
     ),
+    "error_control_character": (
+        "This field contains invisible control characters. Please retype it."
+    ),
     "banner_unavailable": (
         "The service is temporarily unavailable. Your input has been kept; "
         "please try again in a moment."
@@ -158,6 +183,22 @@ _ENGLISH: Final[dict[str, str]] = {
     "unsupported_media_type_message": (
         "The form was sent in a format that is not supported. Please open the "
         "link from your intranet again and send the form from there."
+    ),
+    "hint_fixed_value": "This value is set by your link.",
+    "banner_rate_limited": (
+        "Very many tickets have arrived from you or your organisation in a short time. "
+        "What you typed has been kept. Please submit the form again later."
+    ),
+    "forbidden_title": "Request rejected",
+    "forbidden_message": (
+        "The form was not sent from this site, so it was not accepted. Please open the "
+        "link again from your intranet."
+    ),
+    "already_sent_title": "Form already sent",
+    "already_sent_message": (
+        "This form was already sent with different content and stored as ticket "
+        "{reference}. To report another issue, please open the link again from your "
+        "intranet."
     ),
 }
 
@@ -196,6 +237,10 @@ _FRENCH: Final[dict[str, str]] = {
         "Ce champ contient des caractères qui n'ont pas pu être lus "
         "(UTF-8 non valide). Veuillez le saisir à nouveau."
     ),
+    "error_control_character": (
+        "Ce champ contient des caractères de contrôle invisibles. "
+        "Veuillez le saisir à nouveau."
+    ),
     "banner_unavailable": (
         "Le service est momentanément indisponible. Vos saisies ont été "
         "conservées\u00a0; veuillez réessayer dans un instant."
@@ -229,6 +274,23 @@ _FRENCH: Final[dict[str, str]] = {
         "Le formulaire a été envoyé dans un format qui n'est pas pris en charge. "
         "Veuillez rouvrir le lien depuis votre intranet et envoyer le formulaire "
         "depuis cette page."
+    ),
+    "hint_fixed_value": "Cette valeur est fixée par votre lien.",
+    "banner_rate_limited": (
+        "Nous avons reçu de très nombreux tickets de votre part ou de votre "
+        "organisation en peu de temps. Vos saisies ont été conservées. Veuillez "
+        "renvoyer le formulaire plus tard."
+    ),
+    "forbidden_title": "Requête refusée",
+    "forbidden_message": (
+        "Le formulaire n'a pas été envoyé depuis ce site et n'a donc pas été accepté. "
+        "Veuillez rouvrir le lien depuis votre intranet."
+    ),
+    "already_sent_title": "Formulaire déjà envoyé",
+    "already_sent_message": (
+        "Ce formulaire a déjà été envoyé avec un autre contenu et enregistré comme "
+        "ticket {reference}. Pour signaler un autre problème, veuillez rouvrir le lien "
+        "depuis votre intranet."
     ),
 }
 
@@ -268,6 +330,9 @@ _ITALIAN: Final[dict[str, str]] = {
         "Questo campo contiene caratteri che non è stato possibile leggere "
         "(UTF-8 non valido). Reinserisca il testo."
     ),
+    "error_control_character": (
+        "Questo campo contiene caratteri di controllo invisibili. Reinserisca il testo."
+    ),
     "banner_unavailable": (
         "Il servizio è temporaneamente non disponibile. I dati inseriti sono "
         "stati conservati. Riprovi tra qualche istante."
@@ -298,6 +363,23 @@ _ITALIAN: Final[dict[str, str]] = {
     "unsupported_media_type_message": (
         "Il modulo è stato inviato in un formato non supportato. Riapra il link "
         "dall'intranet e invii il modulo da lì."
+    ),
+    "hint_fixed_value": "Questo valore è fissato dal suo link.",
+    "banner_rate_limited": (
+        "Abbiamo ricevuto moltissimi ticket da lei o dalla sua organizzazione in poco "
+        "tempo. I dati inseriti sono stati conservati. Invii di nuovo il modulo più "
+        "tardi."
+    ),
+    "forbidden_title": "Richiesta respinta",
+    "forbidden_message": (
+        "Il modulo non è stato inviato da questo sito e quindi non è stato accettato. "
+        "Riapra il link dall'intranet."
+    ),
+    "already_sent_title": "Modulo già inviato",
+    "already_sent_message": (
+        "Questo modulo è già stato inviato con un altro contenuto e salvato come "
+        "ticket {reference}. Per segnalare un altro problema, riapra il link "
+        "dall'intranet."
     ),
 }
 

@@ -11,6 +11,10 @@ neutral answer:
 - each part is percent-decoded as UTF-8 (RFC 3986: `+` stays `+`), and a
   `%` that is not followed by two hex digits is rejected as invalid encoding;
 - the personnel number is trimmed of surrounding whitespace, nothing else.
+
+A signed link's query is instead `sig=<token>` and nothing else
+(`shared.signed_link` describes the token). Only its shape is checked
+here; the tenant service checks the signature.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote
+
+from shared import signed_link
 
 MAX_QUERY_BYTES = 512
 MAX_SECRET_LENGTH = 128
@@ -39,13 +45,23 @@ Malformed = Literal[
     "empty_personnel_number",
     "personnel_number_too_long",
     "control_character",
+    "malformed_signed_link",
 ]
+
+_SIGNED_PREFIX = signed_link.QUERY_PREFIX.encode("ascii")
 
 
 @dataclass(frozen=True)
 class Link:
     secret: str
     personnel_number: str
+
+
+@dataclass(frozen=True)
+class SignedLink:
+    """A signed link of the right shape; its signature is not checked yet."""
+
+    token: signed_link.SignedToken
 
 
 @dataclass(frozen=True)
@@ -59,10 +75,24 @@ def _has_control_character(text: str) -> bool:
     return any(unicodedata.category(ch).startswith("C") for ch in text)
 
 
-def parse(query: bytes) -> Link | MalformedLink:
+def _parse_signed(query: bytes) -> SignedLink | MalformedLink:
+    if len(query) > len(_SIGNED_PREFIX) + signed_link.MAX_TOKEN_LENGTH:
+        return MalformedLink("query_too_long")
+    try:
+        token = signed_link.split(query[len(_SIGNED_PREFIX) :].decode("ascii"))
+    except UnicodeDecodeError:
+        token = None
+    if token is None:
+        return MalformedLink("malformed_signed_link")
+    return SignedLink(token)
+
+
+def parse(query: bytes) -> Link | SignedLink | MalformedLink:
     """Parse the raw query string (without `?`) of a public link."""
     if not query:
         return MalformedLink("empty_query")
+    if query.startswith(_SIGNED_PREFIX):
+        return _parse_signed(query)
     if len(query) > MAX_QUERY_BYTES:
         return MalformedLink("query_too_long")
     parts = query.split(b"&")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +17,43 @@ TEMPLATES = Path(__file__).parent / "templates"
 STATIC_URL = "/public/static"
 SUBMIT_URL = "/public/tickets"
 
+CSP_WITHOUT_FRAME_ANCESTORS = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; "
+    "form-action 'self'; base-uri 'none'"
+)
+"""The pages load nothing but the stylesheet and run no script at all."""
+
 PUBLIC_HEADERS: Mapping[str, str] = {
     # The secret travels in the link, so no page of the flow may pass its URL
     # on as a Referer or leave it in a shared cache.
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self'; "
-        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
-    ),
+    "Content-Security-Policy": f"{CSP_WITHOUT_FRAME_ANCESTORS}; frame-ancestors 'none'",
     "X-Frame-Options": "DENY",
 }
+
+
+def frame_headers(frame_ancestors: Sequence[str]) -> dict[str, str]:
+    """Return the CSP and X-Frame-Options that allow framing by these origins.
+
+    With origins, X-Frame-Options is left out: it has no value that allows
+    a list of origins, and browsers that know CSP follow frame-ancestors.
+    The origins were checked by the tenant service, so none can add a
+    directive to the header.
+    """
+    if not frame_ancestors:
+        return {
+            "Content-Security-Policy": PUBLIC_HEADERS["Content-Security-Policy"],
+            "X-Frame-Options": "DENY",
+        }
+    sources = " ".join(frame_ancestors)
+    return {
+        "Content-Security-Policy": (
+            f"{CSP_WITHOUT_FRAME_ANCESTORS}; frame-ancestors {sources}"
+        )
+    }
+
 
 RETRY_AFTER_SECONDS = 10
 
@@ -59,18 +84,30 @@ class Pages:
 
     @staticmethod
     def _html(
-        body: bytes, status: int, headers: Mapping[str, str] | None = None
+        body: bytes,
+        status: int,
+        headers: Mapping[str, str] | None = None,
+        frame_ancestors: Sequence[str] = (),
     ) -> Response[bytes]:
+        public = {
+            name: value
+            for name, value in PUBLIC_HEADERS.items()
+            if name not in ("Content-Security-Policy", "X-Frame-Options")
+        }
         return Response(
             content=body,
             status_code=status,
             media_type=MediaType.HTML,
-            headers={**PUBLIC_HEADERS, **(headers or {})},
+            headers={**public, **frame_headers(frame_ancestors), **(headers or {})},
         )
 
     def not_found(self) -> Response[bytes]:
         """The one neutral answer to every invalid link."""
         return self._html(self.not_found_body, 404)
+
+    def too_many_requests(self, retry_after: int) -> Response[bytes]:
+        """Return the neutral page with status 429, for a link over a rate limit."""
+        return self._html(self.not_found_body, 429, {"Retry-After": str(retry_after)})
 
     def unavailable(self) -> Response[bytes]:
         return self._html(
@@ -86,6 +123,8 @@ class Pages:
         errors: Mapping[str, submission.FieldError] | None = None,
         banner_key: str | None = None,
         status: int = 200,
+        frame_ancestors: Sequence[str] = (),
+        retry_after: int = RETRY_AFTER_SECONDS,
     ) -> Response[bytes]:
         texts = i18n.texts(context.language)
         messages = {
@@ -108,11 +147,15 @@ class Pages:
             form_token=form_token,
             banner=texts[banner_key] if banner_key else None,
             limits=dict(submission.LIMITS),
+            preset_location=context.preset_location,
+            preset_category=context.preset_category,
         )
-        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else {}
-        return self._html(body, status, headers)
+        headers = {"Retry-After": str(retry_after)} if status in (429, 503) else {}
+        return self._html(body, status, headers, frame_ancestors)
 
-    def confirmation(self, language: str, reference: str) -> Response[bytes]:
+    def confirmation(
+        self, language: str, reference: str, frame_ancestors: Sequence[str] = ()
+    ) -> Response[bytes]:
         body = self._render(
             "confirmation.html",
             lang=language,
@@ -120,10 +163,15 @@ class Pages:
             static_url=STATIC_URL,
             reference=reference,
         )
-        return self._html(body, 200)
+        return self._html(body, 200, frame_ancestors=frame_ancestors)
 
     def error(
-        self, language: str, status: int, title_key: str, message: str
+        self,
+        language: str,
+        status: int,
+        title_key: str,
+        message: str,
+        frame_ancestors: Sequence[str] = (),
     ) -> Response[bytes]:
         texts = i18n.texts(language)
         body = self._render(
@@ -134,4 +182,4 @@ class Pages:
             title=texts[title_key],
             message=message,
         )
-        return self._html(body, status)
+        return self._html(body, status, frame_ancestors=frame_ancestors)

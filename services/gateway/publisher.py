@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 
-from shared import events, messages, subjects
+from shared import events, messages, metrics, subjects
 from shared.messaging import REQUEST_ID_HEADER
+
+PublishFailure = Literal["no_stream", "timeout", "api_error", "disconnected"]
 
 
 class PublishFailed(Exception):
     """JetStream did not confirm that it stored the event."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: PublishFailure, detail: str = "") -> None:
         self.reason = reason
         super().__init__(f"publish failed: {reason} {detail}".strip())
 
@@ -34,7 +38,24 @@ async def publish_submission(
 
     Returns True when JetStream reports a duplicate, which means the same
     form was already accepted. Raises `PayloadTooLarge` or `PublishFailed`.
+    Counts the outcome in the metrics attached to `nc`.
     """
+    published = metrics.for_connection(nc)
+    try:
+        duplicate = await _publish(nc, event, timeout=timeout, request_id=request_id)
+    except PayloadTooLarge:
+        published.count_published("submitted", "too_large")
+        raise
+    except PublishFailed as exc:
+        published.count_published("submitted", exc.reason)
+        raise
+    published.count_published("submitted", "duplicate" if duplicate else "ok")
+    return duplicate
+
+
+async def _publish(
+    nc: Client, event: events.TicketSubmitted, *, timeout: float, request_id: str
+) -> bool:
     payload = messages.ENCODER.encode(event)
     if len(payload) > nc.max_payload:
         raise PayloadTooLarge(len(payload), nc.max_payload)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -11,7 +12,15 @@ from typing import Any
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 
-from services.gateway import form_body, form_token, i18n, link, submission
+from services.gateway import (
+    form_body,
+    form_ledger,
+    form_token,
+    i18n,
+    link,
+    origin_check,
+    submission,
+)
 from services.gateway.directory import Directory, Rejected, Reporter
 from services.gateway.pages import TEMPLATES, Pages, human_size
 from services.gateway.publisher import (
@@ -19,8 +28,10 @@ from services.gateway.publisher import (
     PublishFailed,
     publish_submission,
 )
+from services.gateway.rate_limit import RateLimiter, client_network
 from services.gateway.settings import GatewaySettings
 from shared.messaging import DependencyUnavailable
+from shared.metrics import LinkMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +50,14 @@ def _request_id(request: AnyRequest) -> str:
     return str(request.scope.get("state", {}).get("request_id", ""))
 
 
-def _reject(pages: Pages, reason: str, request_id: str) -> Response[bytes]:
+def _reject(state: State, reason: str, request_id: str) -> Response[bytes]:
     logger.info(
         "link rejected",
         extra={"event": "link_rejected", "reason": reason, "request_id": request_id},
     )
+    link_metrics: LinkMetrics = state.link_metrics
+    link_metrics.count_rejection(reason)
+    pages: Pages = state.pages
     return pages.not_found()
 
 
@@ -57,23 +71,45 @@ def _unavailable(exc: Exception, request_id: str) -> None:
 
 @get(LINK_PATHS, include_in_schema=False)
 async def open_form(request: AnyRequest, state: State) -> Response[bytes]:
-    """Resolve the link in the query string and render the ticket form."""
+    """Resolve the link in the query string and render the ticket form.
+
+    A link over a rate limit gets the neutral page with 429 before any
+    lookup. Every invalid link is counted against the rate limits and
+    answered no sooner than `GATEWAY_INVALID_LINK_MIN_SECONDS` after it
+    arrived, so that the reasons, which take zero to two service round
+    trips, cannot be distinguished by timing.
+    """
+    started = time.monotonic()
     pages: Pages = state.pages
+    limiter: RateLimiter = state.rate_limiter
     request_id = _request_id(request)
+    address = client_network(request.client.host if request.client else None)
     parsed = link.parse(request.scope["query_string"])
+    secret = parsed.secret if isinstance(parsed, link.Link) else None
+
+    blocked = await limiter.check_link(address, secret)
+    if blocked is not None:
+        return pages.too_many_requests(blocked.retry_after)
     if isinstance(parsed, link.MalformedLink):
-        return _reject(pages, parsed.reason, request_id)
+        await limiter.record_link_failure(address, secret, parsed.reason)
+        await _pad_rejection(state, started)
+        return _reject(state, parsed.reason, request_id)
 
     directory: Directory = state.directory
     try:
-        found = await directory.resolve_link(
-            parsed.secret, parsed.personnel_number, request_id
-        )
+        if isinstance(parsed, link.SignedLink):
+            found = await directory.resolve_signed_link(parsed.token, request_id)
+        else:
+            found = await directory.resolve_link(
+                parsed.secret, parsed.personnel_number, request_id
+            )
     except DependencyUnavailable as exc:
         _unavailable(exc, request_id)
         return pages.unavailable()
     if isinstance(found, Rejected):
-        return _reject(pages, found.reason, request_id)
+        await limiter.record_link_failure(address, secret, found.reason)
+        await _pad_rejection(state, started)
+        return _reject(state, found.reason, request_id)
 
     settings: GatewaySettings = state.settings
     language = i18n.negotiate(
@@ -86,15 +122,40 @@ async def open_form(request: AnyRequest, state: State) -> Response[bytes]:
             "event": "form_opened",
             "tenant_id": found.tenant.tenant_id,
             "submission_id": context.submission_id,
+            "signed_link": found.signed,
             "request_id": request_id,
         },
     )
-    return pages.form(context, form_token.sign(settings.form_key, context))
+    return pages.form(
+        context,
+        form_token.sign(settings.form_key, context),
+        frame_ancestors=found.tenant.frame_ancestors,
+    )
+
+
+async def _pad_rejection(state: State, started: float) -> None:
+    """Sleep until the invalid-link minimum has passed since `started`."""
+    settings: GatewaySettings = state.settings
+    remaining = settings.invalid_link_min_seconds - (time.monotonic() - started)
+    if remaining > 0:
+        await asyncio.sleep(remaining)
 
 
 def _context(
-    found: Reporter, language: str, submission_id: str, settings: GatewaySettings
+    found: Reporter,
+    language: str,
+    submission_id: str,
+    settings: GatewaySettings,
+    opened_by: form_token.FormContext | None = None,
 ) -> form_token.FormContext:
+    """Build a form's context; `opened_by` carries a signed link's fixed
+    values over from the form that was posted."""
+    if opened_by is None:
+        signed = found.signed
+        location, category = found.preset_location, found.preset_category
+    else:
+        signed = opened_by.signed_link
+        location, category = opened_by.preset_location, opened_by.preset_category
     return form_token.FormContext(
         tenant_id=found.tenant.tenant_id,
         tenant_name=found.tenant.name,
@@ -104,11 +165,119 @@ def _context(
         categories=found.tenant.categories,
         submission_id=submission_id,
         expires_at=int(time.time()) + settings.form_ttl_seconds,
+        signed_link=signed,
+        preset_location=location,
+        preset_category=category,
     )
 
 
 def _language(request: AnyRequest) -> str:
     return i18n.negotiate(request.headers.get("accept-language"), None)
+
+
+async def _read_fields(
+    request: AnyRequest, pages: Pages
+) -> form_body.FormBody | Response[bytes]:
+    """Read and split the body; only a urlencoded form is accepted.
+
+    Reading first enforces the size limit (413) whatever the content type.
+    A multipart body with more parts than a form has fields gets 413 too.
+    """
+    body = await request.body()
+    language = _language(request)
+    texts = i18n.texts(language)
+    too_many = texts["too_many_fields_message"].format(max=form_body.MAX_FIELDS)
+    full_type = request.headers.get("content-type", "")
+    content_type = full_type.split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        parts = form_body.multipart_part_count(body, full_type)
+        if parts is not None and parts > form_body.MAX_FIELDS:
+            return pages.error(language, 413, "request_too_large_title", too_many)
+    if content_type != "application/x-www-form-urlencoded":
+        return pages.error(
+            language,
+            415,
+            "unsupported_media_type_title",
+            texts["unsupported_media_type_message"],
+        )
+    try:
+        return form_body.parse(body)
+    except form_body.TooManyFields:
+        return pages.error(language, 413, "request_too_large_title", too_many)
+
+
+def _form_rejected(
+    request: AnyRequest, pages: Pages, reason: str, request_id: str
+) -> Response[bytes]:
+    logger.info(
+        "form rejected: %s",
+        reason,
+        extra={"event": "form_rejected", "reason": reason, "request_id": request_id},
+    )
+    language = _language(request)
+    if reason in ("cross_site_fetch", "foreign_origin", "foreign_referer"):
+        return pages.error(
+            language,
+            403,
+            "forbidden_title",
+            i18n.texts(language)["forbidden_message"],
+        )
+    return pages.error(
+        language, 400, "bad_request_title", i18n.texts(language)["bad_request_message"]
+    )
+
+
+def _confirmation_redirect(
+    settings: GatewaySettings, reference: str, language: str, tenant_id: str
+) -> Response[bytes]:
+    tenant = form_token.sign_tenant(settings.form_key, tenant_id)
+    return Response(
+        content=b"",
+        status_code=303,
+        media_type="text/plain; charset=utf-8",
+        headers={
+            "Location": (
+                f"/public/tickets/{reference}?lang={language}&tenant={tenant}"
+            ),
+            **PUBLIC_REDIRECT_HEADERS,
+        },
+    )
+
+
+async def _repeated_post(
+    state: State,
+    context: form_token.FormContext,
+    values: dict[str, str],
+    request_id: str,
+) -> Response[bytes] | None:
+    """Respond to a post of a form that was already accepted, without publishing:
+    the same values redirect to the same confirmation, other values get 409."""
+    accepted = await form_ledger.find(state.shared_state, context.submission_id)
+    if accepted is None:
+        return None
+    settings: GatewaySettings = state.settings
+    changed = accepted.values_digest != form_ledger.values_digest(
+        values, submission.FIELDS
+    )
+    logger.info(
+        "form posted again",
+        extra={
+            "event": "form_replayed",
+            "changed": changed,
+            "tenant_id": context.tenant_id,
+            "submission_id": context.submission_id,
+            "request_id": request_id,
+        },
+    )
+    if not changed:
+        return _confirmation_redirect(
+            settings, accepted.reference, context.language, context.tenant_id
+        )
+    pages: Pages = state.pages
+    message = i18n.texts(context.language)["already_sent_message"].format(
+        reference=accepted.reference
+    )
+    return pages.error(context.language, 409, "already_sent_title", message)
 
 
 @post("/public/tickets", include_in_schema=False, status_code=303)
@@ -118,24 +287,13 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
     settings: GatewaySettings = state.settings
     request_id = _request_id(request)
 
-    # Step 1: read and split the body; only a urlencoded form is accepted.
-    # Reading first enforces the size limit (413) whatever the content type.
-    body = await request.body()
-    language = _language(request)
-    texts = i18n.texts(language)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip()
-    if content_type.lower() != "application/x-www-form-urlencoded":
-        return pages.error(
-            language,
-            415,
-            "unsupported_media_type_title",
-            texts["unsupported_media_type_message"],
-        )
-    try:
-        fields = form_body.parse(body)
-    except form_body.TooManyFields:
-        message = texts["too_many_fields_message"].format(max=form_body.MAX_FIELDS)
-        return pages.error(language, 413, "request_too_large_title", message)
+    # Step 1: read the body, and reject a post that another site sent.
+    fields = await _read_fields(request, pages)
+    if isinstance(fields, Response):
+        return fields
+    cross_site = origin_check.cross_site_reason(request.headers)
+    if cross_site is not None:
+        return _form_rejected(request, pages, cross_site, request_id)
 
     # Step 2: the token says which form this is; a forged one gets nowhere.
     try:
@@ -146,25 +304,25 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
     except form_token.ExpiredToken as exc:
         context, expired = exc.context, True
     except form_token.InvalidToken as exc:
-        logger.info(
-            "form rejected: %s",
-            exc,
-            extra={"event": "form_rejected", "request_id": request_id},
-        )
-        language = _language(request)
-        return pages.error(
-            language,
-            400,
-            "bad_request_title",
-            i18n.texts(language)["bad_request_message"],
-        )
+        return _form_rejected(request, pages, str(exc), request_id)
     values = {name: fields.values.get(name, "") for name in submission.FIELDS}
+    # A signed link's fixed values win over whatever was posted.
+    if context.preset_category:
+        values["category"] = context.preset_category
+    if context.preset_location:
+        values["location"] = context.preset_location
+    repeated = await _repeated_post(state, context, values, request_id)
+    if repeated is not None:
+        return repeated
 
     # Step 3: check again that intake is on and the person active.
     directory: Directory = state.directory
     try:
         found = await directory.recheck(
-            context.tenant_id, context.personnel_number, request_id
+            context.tenant_id,
+            context.personnel_number,
+            request_id,
+            signed=context.signed_link,
         )
     except DependencyUnavailable as exc:
         _unavailable(exc, request_id)
@@ -176,8 +334,9 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
             status=503,
         )
     if isinstance(found, Rejected):
-        return _reject(pages, found.reason, request_id)
-    fresh = _context(found, context.language, context.submission_id, settings)
+        return _reject(state, found.reason, request_id)
+    fresh = _context(found, context.language, context.submission_id, settings, context)
+    frame_ancestors = found.tenant.frame_ancestors
     if expired:
         return pages.form(
             fresh,
@@ -185,6 +344,7 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
             values=values,
             banner_key="banner_expired",
             status=400,
+            frame_ancestors=frame_ancestors,
         )
 
     # Step 4: validate every field and show all errors at once.
@@ -204,9 +364,24 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
             values=values,
             errors=errors,
             status=400,
+            frame_ancestors=frame_ancestors,
         )
 
-    # Step 5: publish and answer only once JetStream has stored the event.
+    # Step 5: the person and the tenant may have sent too many forms.
+    limiter: RateLimiter = state.rate_limiter
+    blocked = await limiter.check_submission(fresh.tenant_id, fresh.personnel_number)
+    if blocked is not None:
+        return pages.form(
+            fresh,
+            form_token.sign(settings.form_key, fresh),
+            values=values,
+            banner_key="banner_rate_limited",
+            status=429,
+            frame_ancestors=frame_ancestors,
+            retry_after=blocked.retry_after,
+        )
+
+    # Step 6: publish and answer only once JetStream has stored the event.
     event = submission.build_event(fresh, values)
     try:
         duplicate = await publish_submission(
@@ -236,6 +411,7 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
             values=values,
             banner_key="banner_unavailable",
             status=503,
+            frame_ancestors=frame_ancestors,
         )
     logger.info(
         "submission accepted",
@@ -247,14 +423,18 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
             "request_id": request_id,
         },
     )
-    return Response(
-        content=b"",
-        status_code=303,
-        media_type="text/plain; charset=utf-8",
-        headers={
-            "Location": f"/public/tickets/{event.data.reference}?lang={fresh.language}",
-            **PUBLIC_REDIRECT_HEADERS,
-        },
+    if not duplicate:
+        await limiter.count_submission(fresh.tenant_id, fresh.personnel_number)
+    await form_ledger.record(
+        state.shared_state,
+        fresh.submission_id,
+        form_ledger.AcceptedForm(
+            reference=event.data.reference,
+            values_digest=form_ledger.values_digest(values, submission.FIELDS),
+        ),
+    )
+    return _confirmation_redirect(
+        settings, event.data.reference, fresh.language, fresh.tenant_id
     )
 
 
@@ -271,16 +451,32 @@ def _too_large(pages: Pages, language: str, limit: int) -> Response[bytes]:
     return pages.error(language, 413, "request_too_large_title", message)
 
 
-@get("/public/tickets/{reference:str}", sync_to_thread=False, include_in_schema=False)
-def confirmation(
-    reference: str, state: State, lang: str | None = None
+@get("/public/tickets/{reference:str}", include_in_schema=False)
+async def confirmation(
+    request: AnyRequest,
+    reference: str,
+    state: State,
+    lang: str | None = None,
+    tenant: str | None = None,
 ) -> Response[bytes]:
-    """Show the reference of an accepted submission; reveals nothing else."""
+    """Show the reference of an accepted submission; reveals nothing else.
+
+    `tenant` is the signed tenant id from the redirect, so that the page
+    may be framed by the origins that tenant allows, like its form.
+    """
     pages: Pages = state.pages
     if not _REFERENCE.fullmatch(reference):
         return pages.not_found()
     language = lang if lang in i18n.LANGUAGES else i18n.DEFAULT_LANGUAGE
-    return pages.confirmation(language, reference)
+    settings: GatewaySettings = state.settings
+    tenant_id = form_token.verify_tenant(settings.form_key, tenant or "")
+    frame_ancestors: list[str] = []
+    if tenant_id is not None:
+        directory: Directory = state.directory
+        frame_ancestors = await directory.frame_ancestors(
+            tenant_id, _request_id(request)
+        )
+    return pages.confirmation(language, reference, frame_ancestors)
 
 
 @get("/public/static/app.css", sync_to_thread=False, include_in_schema=False)

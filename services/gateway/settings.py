@@ -5,14 +5,50 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 
-from shared.settings import SettingsError, env_int, env_str, request_timeout
+from shared.settings import (
+    SettingsError,
+    env_float,
+    env_int,
+    env_str,
+    request_timeout,
+)
 
 logger = logging.getLogger(__name__)
 
 MIN_KEY_BYTES = 32
+BUCKET_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    """Rate limits; a limit of 0 switches that limit off."""
+
+    failures_per_address: int
+    """`GATEWAY_LINK_FAILURES_PER_ADDRESS` (default 10): failed link lookups
+    from one client address (IPv4, or IPv6 /64) before backoff starts."""
+    failures_per_secret: int
+    """`GATEWAY_LINK_FAILURES_PER_SECRET` (default 20): failed person lookups
+    with one valid secret, from any address, before backoff starts."""
+    failure_window_seconds: int
+    """`GATEWAY_LINK_FAILURE_WINDOW_SECONDS` (default 900): quiet time after
+    which a key's failures are forgotten."""
+    backoff_base_seconds: float
+    """`GATEWAY_LINK_BACKOFF_BASE_SECONDS` (default 1): wait after the first
+    failure beyond the free ones; it doubles with each further failure."""
+    backoff_max_seconds: int
+    """`GATEWAY_LINK_BACKOFF_MAX_SECONDS` (default 3600): longest wait."""
+    submissions_per_person: int
+    """`GATEWAY_SUBMISSIONS_PER_PERSON` (default 20): accepted forms per
+    person and window."""
+    submissions_per_tenant: int
+    """`GATEWAY_SUBMISSIONS_PER_TENANT` (default 1000): accepted forms per
+    tenant and window."""
+    submission_window_seconds: int
+    """`GATEWAY_SUBMISSION_WINDOW_SECONDS` (default 3600)."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +65,27 @@ class GatewaySettings:
     request_timeout: float
     """`NATS_REQUEST_TIMEOUT` (default 2.0): seconds to wait for the tenant
     and personnel services and for JetStream's acknowledgement."""
+    state_bucket: str
+    """`GATEWAY_STATE_BUCKET` (default `linkdesk_gateway`): JetStream
+    key-value bucket that replicas share for rate limits and accepted forms."""
+    invalid_link_min_seconds: float
+    """`GATEWAY_INVALID_LINK_MIN_SECONDS` (default 0.05): no invalid link is
+    answered sooner, so that the reasons take about the same time."""
+    rate_limits: RateLimitSettings
+
+    @property
+    def state_ttl_seconds(self) -> float:
+        """TTL of the key-value bucket: long enough for the longest block
+        plus its window, for a submission window, and for a form's life."""
+        limits = self.rate_limits
+        return float(
+            max(
+                limits.backoff_max_seconds + limits.failure_window_seconds,
+                limits.submission_window_seconds,
+                self.form_ttl_seconds,
+            )
+            + 60
+        )
 
 
 def _form_key() -> bytes:
@@ -55,10 +112,42 @@ def _form_key() -> bytes:
     return key
 
 
+def _state_bucket() -> str:
+    bucket = env_str("GATEWAY_STATE_BUCKET", "linkdesk_gateway")
+    if not BUCKET_NAME.fullmatch(bucket):
+        msg = f"GATEWAY_STATE_BUCKET must contain only A-Z a-z 0-9 _ -, got {bucket!r}"
+        raise SettingsError(msg)
+    return bucket
+
+
+def _rate_limits() -> RateLimitSettings:
+    return RateLimitSettings(
+        failures_per_address=env_int("GATEWAY_LINK_FAILURES_PER_ADDRESS", 10),
+        failures_per_secret=env_int("GATEWAY_LINK_FAILURES_PER_SECRET", 20),
+        failure_window_seconds=env_int(
+            "GATEWAY_LINK_FAILURE_WINDOW_SECONDS", 900, minimum=1
+        ),
+        backoff_base_seconds=env_float(
+            "GATEWAY_LINK_BACKOFF_BASE_SECONDS", 1.0, minimum=0.001
+        ),
+        backoff_max_seconds=env_int(
+            "GATEWAY_LINK_BACKOFF_MAX_SECONDS", 3600, minimum=1
+        ),
+        submissions_per_person=env_int("GATEWAY_SUBMISSIONS_PER_PERSON", 20),
+        submissions_per_tenant=env_int("GATEWAY_SUBMISSIONS_PER_TENANT", 1000),
+        submission_window_seconds=env_int(
+            "GATEWAY_SUBMISSION_WINDOW_SECONDS", 3600, minimum=1
+        ),
+    )
+
+
 def load() -> GatewaySettings:
     return GatewaySettings(
         form_key=_form_key(),
         form_ttl_seconds=env_int("GATEWAY_FORM_TTL_SECONDS", 86_400, minimum=60),
         max_body_bytes=env_int("GATEWAY_MAX_BODY_BYTES", 262_144, minimum=4096),
         request_timeout=request_timeout(),
+        state_bucket=_state_bucket(),
+        invalid_link_min_seconds=env_float("GATEWAY_INVALID_LINK_MIN_SECONDS", 0.05),
+        rate_limits=_rate_limits(),
     )

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.gateway.form_token import FormContext
-from shared import events, reference
+from shared import events, reference, text
 
 LIMITS: Mapping[str, int] = {
     "category": 80,
@@ -45,6 +45,8 @@ def validate(
             errors[name] = FieldError("error_required")
         elif name in LIMITS and len(value) > LIMITS[name]:
             errors[name] = FieldError("error_too_long", max=LIMITS[name])
+        elif text.has_control_character(value, text.LINE_BREAKS_AND_TABS):
+            errors[name] = FieldError("error_control_character")
     if "category" not in errors and values.get("category") not in categories:
         errors["category"] = FieldError("error_unknown_category")
     urgency = values.get("urgency") or "normal"

@@ -23,7 +23,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from services.personnel import csv_import, personnel_number, repository, tenants
-from shared import directory_events
+from shared import directory_events, text
 from shared.admin_api import AdminRequest, log_admin_action
 from shared.admin_auth import admin_guard
 
@@ -108,6 +108,11 @@ def _name(raw: str) -> str:
         raise ValidationException(
             detail=f"invalid name {raw!r}: the name is blank; send the person's name",
             extra=[{"key": "name", "message": "blank"}],
+        )
+    if text.has_control_character(name):
+        raise ValidationException(
+            detail=f"invalid name {raw!r}: the name contains a control character",
+            extra=[{"key": "name", "message": "control character"}],
         )
     return name
 

@@ -103,18 +103,24 @@ class InvalidFile(ValueError):
 
 
 class _Problems:
+    """Problems found so far. Only the first `MAX_ERRORS` are kept, so a file
+    of a million bad lines costs no more memory than one of a thousand."""
+
     def __init__(self) -> None:
         self.items: list[Problem] = []
+        self.total = 0
 
     def add(self, line: int | None, column: str | None, message: str) -> None:
-        self.items.append(Problem(line=line, column=column, message=message))
+        self.total += 1
+        if len(self.items) < MAX_ERRORS:
+            self.items.append(Problem(line=line, column=column, message=message))
 
     def raise_if_any(self) -> None:
         if self.items:
             ordered = sorted(
                 self.items, key=lambda p: (p.line is not None, p.line or 0)
             )
-            raise InvalidFile(ordered)
+            raise InvalidFile(ordered, total=self.total)
 
 
 def parse(data: bytes, *, encoding: Encoding, delimiter: Delimiter) -> ParsedFile:
@@ -387,7 +393,7 @@ def _row(
     columns: dict[str, int],
     problems: _Problems,
 ) -> Row | None:
-    before = len(problems.items)
+    before = problems.total
     extra = [cell for cell in cells[len(header) :] if cell.strip()]
     if extra:
         problems.add(
@@ -442,7 +448,7 @@ def _row(
                 f"value {value!r} is neither yes nor no; write ja/nein, "
                 "yes/no, 1/0 or true/false",
             )
-    if len(problems.items) > before:
+    if problems.total > before:
         return None
     return Row(line=line, personnel_number=number, name=name, active=active)
 
@@ -455,7 +461,12 @@ def _check_duplicates(rows: list[Row], number_column: str, problems: _Problems) 
         if len(found) < 2:
             continue
         for line in found:
-            others = ", ".join(str(other) for other in found if other != line)
+            # Name a few of the other lines, so that a file with thousands of
+            # repeats gets a report that grows linearly, not quadratically.
+            named = [other for other in found[:6] if other != line][:5]
+            others = ", ".join(str(other) for other in named)
+            if len(found) - 1 > len(named):
+                others += f" and {len(found) - 1 - len(named)} more"
             problems.add(
                 line,
                 number_column.strip(),

@@ -15,7 +15,9 @@ SPEC = ServiceSpec(
     service=SERVICE,
     schema=repository.SCHEMA,
     package="services.tenant",
-    description="Tenants, the tickets-without-login switch and link secrets.",
+    description=(
+        "Tenants, the tickets-without-login switch, link secrets and signing keys."
+    ),
     controllers=[api.TenantController],
     endpoints=[
         Endpoint(
@@ -26,6 +28,12 @@ SPEC = ServiceSpec(
         ),
         Endpoint(
             "get_tenant", subjects.TENANT_GET, messages.GetTenant, lookup.get_form
+        ),
+        Endpoint(
+            "verify_signed_link",
+            subjects.TENANT_VERIFY_SIGNED_LINK,
+            messages.VerifySignedLink,
+            lookup.verify_signed_link,
         ),
     ],
 )

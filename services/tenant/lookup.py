@@ -9,7 +9,7 @@ import uuid
 import asyncpg
 
 from services.tenant import repository
-from shared import messages
+from shared import messages, signed_link
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +20,8 @@ def _form(tenant: repository.Tenant) -> messages.TenantForm:
         name=tenant.name,
         language=tenant.language,
         categories=list(tenant.categories),
+        frame_ancestors=list(tenant.frame_ancestors),
+        signed_links_required=tenant.signed_links_required,
     )
 
 
@@ -37,6 +39,8 @@ async def resolve_secret(
         return messages.TenantResolved(reason="expired_secret")
     if not match.tenant.intake_enabled:
         return messages.TenantResolved(reason="intake_disabled")
+    if match.tenant.signed_links_required:
+        return messages.TenantResolved(reason="signed_link_required")
     await repository.touch_secret(pool, match.secret)
     return messages.TenantResolved(
         tenant=_form(match.tenant), secret_expires_at=match.secret.expires_at
@@ -54,3 +58,63 @@ async def get_form(
     if not tenant.intake_enabled:
         return messages.TenantResolved(reason="intake_disabled")
     return messages.TenantResolved(tenant=_form(tenant))
+
+
+MAX_SIGNED_LINK_LIFETIME = dt.timedelta(days=31)
+"""Latest expiry a signed link may name, counted from now. A link that is
+valid for longer is as dangerous as a raw secret once it leaks, so it is
+rejected."""
+
+
+def _signed_rejection(
+    reason: messages.SignedLinkRejection,
+) -> messages.SignedLinkVerified:
+    return messages.SignedLinkVerified(reason=reason)
+
+
+async def verify_signed_link(
+    pool: asyncpg.Pool, request: messages.VerifySignedLink
+) -> messages.SignedLinkVerified:
+    """Check a signed link with the named key and return its tenant and claims,
+    or the reason it opens nothing."""
+    match = await repository.find_signing_key(pool, request.key_id)
+    if match is None:
+        return _signed_rejection("unknown_key")
+    now = dt.datetime.now(dt.UTC)
+    if match.info.revoked_at is not None and match.info.revoked_at <= now:
+        return _signed_rejection("revoked_key")
+    if match.info.expires_at is not None and match.info.expires_at <= now:
+        return _signed_rejection("expired_key")
+    token = signed_link.SignedToken(
+        key_id=request.key_id, payload=request.payload, signature=request.signature
+    )
+    if not signed_link.signature_matches(match.key, token):
+        return _signed_rejection("bad_signature")
+    try:
+        claims = signed_link.decode_payload(request.payload)
+    except signed_link.InvalidClaims as exc:
+        # Signed with a valid key, so the signer has a bug worth logging.
+        logger.warning(
+            "signed link has invalid claims: %s",
+            exc,
+            extra={"event": "signed_link_invalid_claims", "key_id": match.info.id},
+        )
+        return _signed_rejection("invalid_claims")
+    if claims.tenant_id != str(match.tenant.id):
+        return _signed_rejection("tenant_mismatch")
+    expires = dt.datetime.fromtimestamp(claims.expires_at, dt.UTC)
+    if expires <= now:
+        return _signed_rejection("link_expired")
+    if expires > now + MAX_SIGNED_LINK_LIFETIME:
+        return _signed_rejection("expiry_too_far")
+    if not match.tenant.intake_enabled:
+        return _signed_rejection("intake_disabled")
+    if claims.category and claims.category not in match.tenant.categories:
+        return _signed_rejection("unknown_category")
+    await repository.touch_signing_key(pool, match.info)
+    return messages.SignedLinkVerified(
+        tenant=_form(match.tenant),
+        personnel_number=claims.personnel_number,
+        preset_location=claims.location,
+        preset_category=claims.category,
+    )

@@ -33,6 +33,10 @@ class Tenant(msgspec.Struct, frozen=True, kw_only=True):
     language: str
     categories: list[str]
     intake_enabled: bool
+    frame_ancestors: list[str]
+    """Origins that may show the form in a frame, such as the intranet's."""
+    signed_links_required: bool
+    """Whether raw-secret links are rejected and only signed links work."""
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -50,6 +54,29 @@ class SecretInfo(msgspec.Struct, frozen=True, kw_only=True):
 class SecretMatch(msgspec.Struct, frozen=True, kw_only=True):
     tenant: Tenant
     secret: SecretInfo
+
+
+class SigningKeyInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A signing key as administrators see it: its id, never the key."""
+
+    id: str
+    """The key id that signed links name."""
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+
+
+class SigningKeyMatch(msgspec.Struct, frozen=True, kw_only=True):
+    tenant: Tenant
+    info: SigningKeyInfo
+    key: str
+
+
+class SigningKeyRotation(msgspec.Struct, frozen=True, kw_only=True):
+    issued: SigningKeyInfo
+    expiring: list[SigningKeyInfo]
+    """The tenant's other keys that were active and now expire."""
 
 
 class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -85,11 +112,22 @@ class TenantNotFound(NotFound):
 
 
 _TENANT_COLUMNS = (
-    "id, name, language, categories, intake_enabled, created_at, updated_at"
+    "id, name, language, categories, intake_enabled, frame_ancestors,"
+    " signed_links_required, created_at, updated_at"
 )
 # Column names, not a credential.
 _SECRET_COLUMNS = "id, created_at, expires_at, revoked_at, last_used_at"  # noqa: S105
-_UPDATABLE = frozenset({"name", "language", "categories", "intake_enabled"})
+_UPDATABLE = frozenset(
+    {
+        "name",
+        "language",
+        "categories",
+        "intake_enabled",
+        "frame_ancestors",
+        "signed_links_required",
+    }
+)
+_KEY_COLUMNS = "id, created_at, expires_at, revoked_at, last_used_at"
 
 
 def _tenant(row: asyncpg.Record) -> Tenant:
@@ -358,6 +396,154 @@ async def revoke_secret(
                 {"secret_id": str(secret_id)},
             )
     return _secret(row), not before
+
+
+# --- signing keys -----------------------------------------------------------
+
+
+def _key_info(row: asyncpg.Record) -> SigningKeyInfo:
+    return SigningKeyInfo(**{key: row[key] for key in SigningKeyInfo.__struct_fields__})
+
+
+async def _insert_signing_key(
+    connection: Connection, tenant_id: uuid.UUID, key_id: str, key: str
+) -> SigningKeyInfo:
+    row = await connection.fetchrow(
+        "INSERT INTO tenant.signing_keys (id, tenant_id, key)"
+        f" VALUES ($1, $2, $3) RETURNING {_KEY_COLUMNS}",
+        key_id,
+        tenant_id,
+        key,
+    )
+    assert row is not None
+    return _key_info(row)
+
+
+async def add_signing_key(
+    pool: asyncpg.Pool, tenant_id: uuid.UUID, key_id: str, key: str, *, admin: str
+) -> SigningKeyInfo:
+    async with pool.acquire() as connection, connection.transaction():
+        await _lock_tenant(connection, tenant_id)
+        info = await _insert_signing_key(connection, tenant_id, key_id, key)
+        await _audit(
+            connection, tenant_id, admin, "signing_key_issued", {"key_id": key_id}
+        )
+    return info
+
+
+async def rotate_signing_keys(
+    pool: asyncpg.Pool,
+    tenant_id: uuid.UUID,
+    key_id: str,
+    key: str,
+    *,
+    grace_seconds: int,
+    admin: str,
+) -> SigningKeyRotation:
+    """Add a key and let every other active key expire after the grace, with
+    the same rules as `rotate_secrets`."""
+    async with pool.acquire() as connection, connection.transaction():
+        await _lock_tenant(connection, tenant_id)
+        issued = await _insert_signing_key(connection, tenant_id, key_id, key)
+        rows = await connection.fetch(
+            "UPDATE tenant.signing_keys"
+            " SET expires_at = least(coalesce(expires_at, 'infinity'),"
+            " now() + make_interval(secs => $3))"
+            " WHERE tenant_id = $1 AND id <> $2 AND revoked_at IS NULL"
+            " AND (expires_at IS NULL OR expires_at > now())"
+            f" RETURNING {_KEY_COLUMNS}",
+            tenant_id,
+            key_id,
+            float(grace_seconds),
+        )
+        expiring = sorted((_key_info(row) for row in rows), key=lambda k: k.created_at)
+        await _audit(
+            connection,
+            tenant_id,
+            admin,
+            "signing_key_rotated",
+            {
+                "key_id": key_id,
+                "grace_seconds": grace_seconds,
+                "expiring": [
+                    {"key_id": k.id, "expires_at": k.expires_at} for k in expiring
+                ],
+            },
+        )
+    return SigningKeyRotation(issued=issued, expiring=expiring)
+
+
+async def list_signing_keys(
+    pool: asyncpg.Pool, tenant_id: uuid.UUID
+) -> list[SigningKeyInfo]:
+    await get_tenant(pool, tenant_id)
+    rows = await pool.fetch(
+        f"SELECT {_KEY_COLUMNS} FROM tenant.signing_keys"
+        " WHERE tenant_id = $1 ORDER BY created_at, id",
+        tenant_id,
+    )
+    return [_key_info(row) for row in rows]
+
+
+async def revoke_signing_key(
+    pool: asyncpg.Pool, tenant_id: uuid.UUID, key_id: str, *, admin: str
+) -> tuple[SigningKeyInfo, bool] | None:
+    """Revoke a key of the tenant; return it and whether this call revoked it.
+
+    Returns None when the tenant has no key with that id.
+    """
+    async with pool.acquire() as connection, connection.transaction():
+        before = await connection.fetchval(
+            "SELECT revoked_at IS NOT NULL FROM tenant.signing_keys"
+            " WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
+            key_id,
+            tenant_id,
+        )
+        if before is None:
+            return None
+        row = await connection.fetchrow(
+            "UPDATE tenant.signing_keys SET revoked_at = coalesce(revoked_at, now())"
+            f" WHERE id = $1 AND tenant_id = $2 RETURNING {_KEY_COLUMNS}",
+            key_id,
+            tenant_id,
+        )
+        assert row is not None
+        if not before:
+            await _audit(
+                connection, tenant_id, admin, "signing_key_revoked", {"key_id": key_id}
+            )
+    return _key_info(row), not before
+
+
+async def find_signing_key(pool: asyncpg.Pool, key_id: str) -> SigningKeyMatch | None:
+    """Return the key with id `key_id` and its tenant, or None."""
+    row = await pool.fetchrow(
+        "SELECT k.id AS key_id, k.key, k.created_at AS key_created_at,"
+        " k.expires_at, k.revoked_at, k.last_used_at,"
+        f" {', '.join('t.' + c.strip() for c in _TENANT_COLUMNS.split(','))}"
+        " FROM tenant.signing_keys k JOIN tenant.tenants t ON t.id = k.tenant_id"
+        " WHERE k.id = $1",
+        key_id,
+    )
+    if row is None:
+        return None
+    info = SigningKeyInfo(
+        id=row["key_id"],
+        created_at=row["key_created_at"],
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+        last_used_at=row["last_used_at"],
+    )
+    return SigningKeyMatch(tenant=_tenant(row), info=info, key=row["key"])
+
+
+async def touch_signing_key(pool: asyncpg.Pool, info: SigningKeyInfo) -> None:
+    now = dt.datetime.now(dt.UTC)
+    if info.last_used_at and now - info.last_used_at < LAST_USED_RESOLUTION:
+        return
+    await pool.execute(
+        "UPDATE tenant.signing_keys SET last_used_at = now() WHERE id = $1", info.id
+    )
 
 
 # --- audit trail ------------------------------------------------------------

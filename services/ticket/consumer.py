@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 import uuid
@@ -29,7 +30,7 @@ from nats.aio.msg import Msg
 from services.ticket import durable, repository
 from services.ticket.config import TicketSettings
 from services.ticket.tenants import TenantDirectory
-from shared import events, messaging, streams, subjects
+from shared import events, messaging, metrics, streams, subjects
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,14 @@ def decode_submission(subject: str, data: bytes) -> events.TicketSubmitted:
         except ValueError:
             msg = f"invalid data.{field} {value!r}: expected a UUID"
             raise InvalidSubmission(msg) from None
+    try:
+        event.data.submitted_at.astimezone(dt.UTC)
+    except (OverflowError, ValueError):
+        msg = (
+            f"invalid data.submitted_at {event.data.submitted_at.isoformat()!r}: "
+            "out of the range of UTC times"
+        )
+        raise InvalidSubmission(msg) from None
     # Subscribers are limited to a tenant by the subject, so a message must
     # never carry another tenant's ticket than its subject names.
     expected = subjects.ticket_submitted(event.data.tenant_id)
@@ -125,6 +134,7 @@ class SubmissionConsumer:
         self.config = config
         self.tenants = tenants
         self.on_stored = on_stored
+        self.metrics = metrics.for_connection(nc).consumer
         self.consumer = durable.consumer_config()
         assert self.consumer.ack_wait is not None
         self.heartbeat_interval = max(self.consumer.ack_wait / 3, 0.2)
@@ -133,7 +143,8 @@ class SubmissionConsumer:
 
     @property
     def fetching(self) -> bool:
-        """Whether a fetch returned within the last five seconds."""
+        """Whether a fetch returned within the last five seconds; an empty
+        fetch counts only while NATS is connected."""
         return time.monotonic() - self.last_fetch < 5.0
 
     async def setup(self) -> None:
@@ -158,7 +169,10 @@ class SubmissionConsumer:
             try:
                 batch = await subscription.fetch(self.config.fetch_batch, timeout=1.0)
             except nats.errors.TimeoutError:
-                self.last_fetch = time.monotonic()
+                # While NATS is down the pull request waits in the client's
+                # buffer and times out too, which proves nothing.
+                if self.nc.is_connected:
+                    self._fetched()
                 continue
             except (nats.errors.Error, OSError) as exc:
                 logger.warning(
@@ -169,23 +183,29 @@ class SubmissionConsumer:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            self.last_fetch = time.monotonic()
+            self._fetched()
             backoff = 0.5
             await self._handle_batch(batch)
         await subscription.unsubscribe()
+
+    def _fetched(self) -> None:
+        self.last_fetch = time.monotonic()
+        self.metrics.last_fetch.set_to_current_time()
 
     async def _handle_batch(self, batch: list[Msg]) -> None:
         for msg in batch:
             try:
                 async with working_on(msg, self.heartbeat_interval):
                     handled = await self.handle(msg)
-            except Exception:
-                # A bug must not end the loop: the message is redelivered
-                # after ack_wait and parked once it has failed often enough.
+            except Exception as exc:
+                # A bug must not end the loop, and a message that triggers one
+                # must not come back for ever: it counts as a failure and is
+                # parked once it has failed often enough.
                 logger.exception(
                     "unexpected error while storing a message",
                     extra={"event": "consumer_error", "subject": msg.subject},
                 )
+                await self._fail_after_error(msg, exc)
                 continue
             if not handled:
                 # A dependency is down: leave the rest of the batch to be
@@ -200,16 +220,20 @@ class SubmissionConsumer:
         so the caller pauses.
         """
         sequence = msg.metadata.sequence.stream
+        if msg.metadata.num_delivered > 1:
+            self.metrics.redeliveries.inc()
         try:
             event = decode_submission(msg.subject, msg.data)
         except InvalidSubmission as exc:
-            await self._park(msg, str(exc))
+            await self._park(msg, str(exc), "invalid_message")
             return True
         data = event.data
         ids = {
             "stream_seq": sequence,
             "tenant_id": data.tenant_id,
             "submission_id": data.submission_id,
+            # The gateway's request that published the submission.
+            "request_id": (msg.headers or {}).get(messaging.REQUEST_ID_HEADER, ""),
         }
 
         if self.tenants is not None:
@@ -220,6 +244,7 @@ class SubmissionConsumer:
                     "tenant service unavailable, message left for redelivery",
                     extra={"event": "tenant_check_retry", **ids, "error": str(exc)},
                 )
+                self.metrics.count_retry("tenant_service_unavailable")
                 await msg.nak(delay=2.0)
                 return False
             if not known:
@@ -235,8 +260,14 @@ class SubmissionConsumer:
                 "database unreachable, message left for redelivery",
                 extra={"event": "store_retry", **ids, "error": repr(exc)},
             )
+            self.metrics.count_retry("database_unavailable")
             await msg.nak(delay=2.0)
             return False
+        except asyncpg.DataError as exc:
+            # The values themselves are unstorable (for example U+0000 in a
+            # text column), so no redelivery can succeed.
+            await self._park(msg, f"unstorable values: {exc!r}", "invalid_message")
+            return True
         except (asyncpg.PostgresError, ValueError) as exc:
             await self._failed(msg, f"store failed: {exc!r}", ids)
             return True
@@ -244,7 +275,9 @@ class SubmissionConsumer:
         await msg.ack()
         if ticket is not None:
             self.on_stored()
-        logger.debug(
+        self.metrics.count_consumed("stored" if ticket else "duplicate")
+        logger.log(
+            logging.INFO if ticket else logging.DEBUG,
             "submission stored" if ticket else "submission already stored",
             extra={
                 "event": "ticket_stored" if ticket else "ticket_duplicate",
@@ -254,6 +287,18 @@ class SubmissionConsumer:
         )
         return True
 
+    async def _fail_after_error(self, msg: Msg, exc: Exception) -> None:
+        ids: dict[str, object] = {"stream_seq": msg.metadata.sequence.stream}
+        try:
+            await self._failed(msg, f"unexpected error: {exc!r}", ids)
+        except Exception:
+            # Parking needs the database and NATS; if they fail too, JetStream
+            # redelivers the message after ack_wait and this runs again.
+            logger.exception(
+                "could not record the failure of a message",
+                extra={"event": "consumer_error", **ids},
+            )
+
     async def _failed(self, msg: Msg, error: str, ids: dict[str, object]) -> None:
         """Park a message that failed often enough, else ask for redelivery.
 
@@ -262,16 +307,19 @@ class SubmissionConsumer:
         """
         deliveries = msg.metadata.num_delivered
         if deliveries >= self.config.park_after:
-            await self._park(msg, f"failed {deliveries} times, last: {error}")
+            await self._park(
+                msg, f"failed {deliveries} times, last: {error}", "delivery_limit"
+            )
             return
         logger.warning(
             "message failed, will retry: %s",
             error,
             extra={"event": "store_failed", **ids, "deliveries": deliveries},
         )
+        self.metrics.count_retry("failed")
         await msg.nak(delay=1.0)
 
-    async def _park(self, msg: Msg, error: str) -> None:
+    async def _park(self, msg: Msg, error: str, reason: metrics.ParkReason) -> None:
         sequence = msg.metadata.sequence.stream
         try:
             await repository.park(
@@ -295,6 +343,7 @@ class SubmissionConsumer:
             await msg.nak(delay=2.0)
             return
         await msg.ack()
+        self.metrics.count_parked(reason)
         logger.error(
             "message parked: %s",
             error[:500],

@@ -16,15 +16,27 @@ from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from shared import subjects
 from shared.settings import env_float, env_int
 
 logger = logging.getLogger(__name__)
 
-UPDATED_SETTINGS = ("description", "ack_wait", "max_deliver", "max_ack_pending")
-"""Settings that the service updates on an existing consumer to its declaration."""
+UPDATED_SETTINGS = (
+    "description",
+    "ack_wait",
+    "max_deliver",
+    "max_ack_pending",
+    "headers_only",
+    "inactive_threshold",
+    "sample_freq",
+)
+"""Settings that the service updates on an existing consumer to its declaration.
+
+`headers_only` would deliver submissions without their bytes and
+`inactive_threshold` would let the server delete the durable consumer while
+the service is stopped, so both are reset to the declaration."""
 
 FIXED_SETTINGS = (
     "filter_subject",
@@ -34,7 +46,10 @@ FIXED_SETTINGS = (
     "ack_policy",
     "replay_policy",
     "deliver_subject",
+    "deliver_group",
     "backoff",
+    "mem_storage",
+    "max_waiting",
 )
 """Settings that the service refuses to change on an existing consumer.
 
@@ -44,6 +59,10 @@ on an existing durable consumer, so the service checks this itself. A push consu
 (`deliver_subject`) or a backoff list would change how the service fetches
 and when JetStream redelivers, which the parking design depends on.
 """
+
+
+DEFAULT_MAX_WAITING = 512
+"""Pull requests that may wait on the consumer at once (nats-server's default)."""
 
 
 def consumer_config() -> ConsumerConfig:
@@ -64,6 +83,8 @@ def consumer_config() -> ConsumerConfig:
         ack_wait=env_float("TICKET_ACK_WAIT_SECONDS", 30.0, minimum=1.0),
         max_deliver=-1,
         max_ack_pending=env_int("TICKET_MAX_ACK_PENDING", 1000, minimum=1),
+        # The server's default, stated so that a different value is noticed.
+        max_waiting=DEFAULT_MAX_WAITING,
     )
 
 
@@ -102,7 +123,11 @@ def _normalised(config: ConsumerConfig, setting: str) -> Any:
         return sorted(filters)
     if setting in ("deliver_policy", "ack_policy", "replay_policy") and value:
         return getattr(value, "value", value)
-    if setting in ("description", "deliver_subject"):
+    if setting in ("description", "deliver_subject", "deliver_group", "sample_freq"):
+        return value or None
+    if setting in ("headers_only", "mem_storage"):
+        return bool(value)
+    if setting == "inactive_threshold":
         return value or None
     if setting == "backoff":
         return list(value or [])
@@ -172,7 +197,22 @@ async def ensure_consumer(
     if not updated:
         return info
 
-    info = await js.add_consumer(stream, expected)
+    try:
+        info = await js.add_consumer(stream, expected)
+    except APIError as exc:
+        for difference in updated:
+            logger.error(
+                "consumer setting differs and the server refused the update: %s",
+                difference,
+                extra={
+                    "event": "consumer_config_mismatch",
+                    "stream": stream,
+                    "consumer": name,
+                    "setting": difference.setting,
+                    "error": str(exc),
+                },
+            )
+        raise ConsumerMismatch(stream, name, updated) from exc
     remaining, _ = differences(expected, info.config)
     if remaining:
         # The server accepted the update but kept other values.

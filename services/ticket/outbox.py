@@ -24,7 +24,7 @@ from nats.aio.client import Client
 
 from services.ticket import repository
 from services.ticket.config import TicketSettings
-from shared import subjects
+from shared import metrics, subjects
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class OutboxRelay:
     def __init__(self, pool: asyncpg.Pool, nc: Client, config: TicketSettings):
         self.pool = pool
         self.js = nc.jetstream(timeout=config.publish_timeout)
+        self.metrics = metrics.for_connection(nc)
         self.config = config
         self.last_round = 0.0
         self._wake = asyncio.Event()
@@ -129,6 +130,7 @@ class OutboxRelay:
                 headers={"Nats-Msg-Id": str(row.event_id)},
             )
         except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+            self.metrics.count_published(_event_type(row.subject), _failure(exc))
             await repository.record_send_failure(connection, row.id, repr(exc))
             logger.warning(
                 "outbox publish failed, will retry",
@@ -149,6 +151,9 @@ class OutboxRelay:
             )
             os._exit(EXIT_CODE_AFTER_PUBLISH)
         await repository.mark_sent(connection, row.id, ack.seq)
+        self.metrics.count_published(
+            _event_type(row.subject), "duplicate" if ack.duplicate else "ok"
+        )
         logger.debug(
             "event published" if not ack.duplicate else "event already on the stream",
             extra={
@@ -161,3 +166,18 @@ class OutboxRelay:
             },
         )
         return True
+
+
+def _event_type(subject: str) -> str:
+    # tickets.v1.<tenant id>.<kind>
+    return subject.rsplit(".", 1)[-1]
+
+
+def _failure(exc: Exception) -> metrics.PublishOutcome:
+    if isinstance(exc, nats.js.errors.NoStreamResponseError):
+        return "no_stream"
+    if isinstance(exc, nats.errors.TimeoutError):
+        return "timeout"
+    if isinstance(exc, nats.js.errors.APIError):
+        return "api_error"
+    return "disconnected"

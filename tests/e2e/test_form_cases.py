@@ -305,6 +305,52 @@ async def test_invalid_utf8_gets_field_error(
     await assert_nothing_stored(admin, jetstream, tenant)
 
 
+@pytest.mark.parametrize(
+    ("fields", "invalid_field"),
+    [
+        pytest.param(
+            b"category=IT&subject=Null%00Byte&description=Kein+Papier",
+            "subject",
+            id="nul-in-subject",
+        ),
+        pytest.param(
+            b"category=IT&subject=Drucker&description=Kein%1BPapier",
+            "description",
+            id="escape-in-description",
+        ),
+    ],
+)
+async def test_control_character_gets_field_error(
+    gateway: httpx.Client,
+    admin: Admin,
+    jetstream: JetStreamContext,
+    fields: bytes,
+    invalid_field: str,
+) -> None:
+    """A control character is refused before it is confirmed, because the
+    database cannot store U+0000 and a confirmed ticket must be stored."""
+    tenant = create_tenant(admin, ["IT"])
+    answer = post_body(gateway, open_form(gateway, tenant), fields)
+
+    assert answer.status_code == 400
+    assert field_errors(answer.text) == {invalid_field}
+    page = html.unescape(answer.text)
+    assert i18n.texts("de")["error_control_character"] in page
+    await assert_nothing_stored(admin, jetstream, tenant)
+
+
+async def test_line_breaks_and_tabs_are_kept(
+    gateway: httpx.Client, admin: Admin, jetstream: JetStreamContext
+) -> None:
+    tenant = create_tenant(admin, ["IT"])
+    fields = b"category=IT&subject=Drucker&description=Zeile+1%0D%0A%09Zeile+2"
+    answer = post_body(gateway, open_form(gateway, tenant), fields)
+
+    assert answer.status_code == 303
+    [ticket] = admin.wait_for_tickets(tenant.id, 1)
+    assert ticket["description"] == "Zeile 1\r\n\tZeile 2"
+
+
 # Double submits
 
 

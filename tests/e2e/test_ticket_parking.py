@@ -145,6 +145,30 @@ async def test_poison_messages_parked_good_ones_flow(
     assert shown.json()["data_base64"] == "eyJzdWJqZWN0IjoiS/xjaGUifQ=="
 
 
+async def test_unstorable_values_parked_good_ones_flow(
+    admin: Admin, tenant: TenantFixture, nc: Client
+) -> None:
+    """Values the database can never store are parked, not redelivered for ever."""
+    nul = submission(tenant.id, subject="Null\x00Byte")
+    ancient = msgspec.json.decode(messages.ENCODER.encode(submission(tenant.id)))
+    ancient["data"]["submitted_at"] = "0001-01-01T00:00:00+01:00"
+    poison = {
+        "nul": await publish_raw(nc, tenant.id, messages.ENCODER.encode(nul)),
+        "ancient": await publish_raw(nc, tenant.id, msgspec.json.encode(ancient)),
+    }
+    good = submission(tenant.id, subject="gut")
+    await publish_raw(nc, tenant.id, messages.ENCODER.encode(good))
+
+    tickets = wait_for_submissions(admin, tenant.id, {good.data.submission_id})
+    parked = wait_for_parked(admin, set(poison.values()))
+
+    assert len(tickets) == 1
+    assert parked[poison["nul"]]["deliveries"] == 1
+    assert "unstorable values" in parked[poison["nul"]]["error"]
+    assert parked[poison["ancient"]]["deliveries"] == 1
+    assert "data.submitted_at" in parked[poison["ancient"]]["error"]
+
+
 async def test_subject_of_other_tenant_parked(
     admin: Admin, tenant: TenantFixture, nc: Client
 ) -> None:

@@ -14,6 +14,7 @@ from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from linkdesk.processes import ServiceProcess
+from services.ticket.durable import consumer_config
 from shared import streams, subjects
 from shared.embedded import EmbeddedNats, free_port
 
@@ -64,8 +65,11 @@ def ticket_service(
 
 
 async def create_by_hand(nc: Client, **settings: object) -> None:
+    # The same description as the service's, so that a start only updates
+    # the settings a test changes.
     config = ConsumerConfig(
         durable_name=subjects.TICKET_STORE_CONSUMER,
+        description=consumer_config().description,
         filter_subject=subjects.TICKET_SUBMITTED_WILDCARD,
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
@@ -121,6 +125,28 @@ async def test_max_deliver_limit_removed_at_start(
 
     assert info.config.max_deliver == -1
     assert info.config.ack_wait == 30
+    log = (tmp_path / "ticket.log").read_text()
+    assert "max_deliver is 5, expected -1" in log
+
+
+async def test_headers_only_reset_at_start(
+    nc: Client, own_nats: EmbeddedNats, own_database: str, tmp_path: Path
+) -> None:
+    """A leftover headers-only consumer would deliver submissions without bytes."""
+    await create_by_hand(nc, headers_only=True)
+    service = ticket_service(own_nats.url, own_database, tmp_path / "ticket.log")
+    service.start()
+    try:
+        service.wait_ready()
+        info = await nc.jetstream().consumer_info(
+            subjects.TICKET_STREAM, subjects.TICKET_STORE_CONSUMER
+        )
+    finally:
+        service.stop()
+
+    assert not info.config.headers_only
+    log = (tmp_path / "ticket.log").read_text()
+    assert "headers_only is True, expected False" in log
 
 
 @pytest.mark.parametrize(

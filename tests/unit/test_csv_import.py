@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.personnel import csv_import
 from services.personnel.csv_import import (
     MAX_ERRORS,
     Delimiter,
@@ -302,3 +303,16 @@ def test_error_list_capped_count_kept() -> None:
         )
     assert len(caught.value.problems) == MAX_ERRORS
     assert caught.value.total == MAX_ERRORS + 5
+
+
+def test_many_repeats_give_bounded_report() -> None:
+    """A file of one number repeated 20,000 times lists at most MAX_ERRORS
+    problems, each naming five other lines and how many more there are."""
+    data = ("Personalnummer;Name\n" + "004711;Anna\n" * 20_000).encode()
+
+    with pytest.raises(csv_import.InvalidFile) as caught:
+        csv_import.parse(data, encoding="utf-8", delimiter="auto")
+
+    assert caught.value.total == 20_000
+    assert len(caught.value.problems) == csv_import.MAX_ERRORS
+    assert "and 19994 more" in caught.value.problems[0].message

@@ -82,3 +82,13 @@ def test_subject_of_other_tenant_is_invalid() -> None:
 
     with pytest.raises(InvalidSubmission, match="does not match the subject"):
         decode_submission(other, msgspec.json.encode(valid_event()))
+
+
+def test_submitted_at_outside_utc_range_is_invalid() -> None:
+    event = valid_event()
+    data = event["data"]
+    assert isinstance(data, dict)
+    data["submitted_at"] = "0001-01-01T00:00:00+01:00"
+
+    with pytest.raises(InvalidSubmission, match=r"invalid data\.submitted_at"):
+        decode_submission(SUBJECT, msgspec.json.encode(event))
