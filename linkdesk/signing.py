@@ -10,10 +10,11 @@ from typing import Any, TypeAlias
 
 from linkdesk.api_client import (
     CommandError,
-    add_common_arguments,
+    CredentialCommands,
     call,
     client,
     print_result,
+    register_credential_commands,
 )
 from linkdesk.links import LINK_PATH
 from linkdesk.tenants import GATEWAY_URL, with_status
@@ -39,51 +40,19 @@ def register(commands: Subparsers) -> None:
 
 
 def _register_keys(commands: Subparsers) -> None:
-    keys = commands.add_parser(
-        "signing-key",
-        help="issue, rotate, revoke and list a tenant's keys for signed links",
+    register_credential_commands(
+        commands,
+        command="signing-key",
+        noun="key",
+        help_text="issue, rotate, revoke and list a tenant's keys for signed links",
         description="Manage the keys with which a tenant's intranet signs "
         "links. A key is shown once, when it is issued or rotated; store it "
         "then. docs/signed-links.md describes the signing scheme.",
+        id_name="key_id",
+        handlers=CredentialCommands(
+            issue=_issue, rotate=_rotate, revoke=_revoke, list=_list
+        ),
     )
-    actions = keys.add_subparsers(dest="action", required=True)
-
-    issue = actions.add_parser(
-        "issue", help="add a key; the tenant's other keys keep working"
-    )
-    issue.add_argument("tenant_id", help="the tenant's id (a UUID)")
-    issue.set_defaults(handler=_issue)
-
-    rotate = actions.add_parser(
-        "rotate",
-        help="issue a new key and let the other active keys expire",
-        description="Issue a new key. Every other active key of the tenant "
-        "expires after the grace period, so the intranet can switch without "
-        "an outage; with --grace 0 they stop at once.",
-    )
-    rotate.add_argument("tenant_id", help="the tenant's id (a UUID)")
-    rotate.add_argument(
-        "--grace",
-        type=int,
-        default=0,
-        metavar="SECONDS",
-        help="seconds the old keys keep working, 0 to 2592000 (default 0)",
-    )
-    rotate.set_defaults(handler=_rotate)
-
-    revoke = actions.add_parser("revoke", help="revoke one key at once")
-    revoke.add_argument("tenant_id", help="the tenant's id (a UUID)")
-    revoke.add_argument("key_id", help="the key's id from `signing-key list`")
-    revoke.set_defaults(handler=_revoke)
-
-    listing = actions.add_parser(
-        "list", help="list a tenant's keys (never the keys themselves)"
-    )
-    listing.add_argument("tenant_id", help="the tenant's id (a UUID)")
-    listing.set_defaults(handler=_list)
-
-    for parser in (issue, rotate, revoke, listing):
-        add_common_arguments(parser)
 
 
 def _print_new_key(issued: dict[str, Any], args: argparse.Namespace) -> None:

@@ -11,10 +11,12 @@ from typing import Any, TypeAlias
 
 from linkdesk.api_client import (
     CommandError,
+    CredentialCommands,
     add_common_arguments,
     call,
     client,
     print_result,
+    register_credential_commands,
 )
 from linkdesk.links import LINK_PATH
 
@@ -233,50 +235,18 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _register_secret(commands: Subparsers) -> None:
-    secret = commands.add_parser(
-        "secret",
-        help="issue, rotate, revoke and list a tenant's link secrets",
+    register_credential_commands(
+        commands,
+        command="secret",
+        noun="secret",
+        help_text="issue, rotate, revoke and list a tenant's link secrets",
         description="Manage link secrets through the tenant service. A secret "
         "is shown once, when it is issued or rotated; store it then.",
+        id_name="secret_id",
+        handlers=CredentialCommands(
+            issue=_issue, rotate=_rotate, revoke=_revoke, list=_list_secrets
+        ),
     )
-    actions = secret.add_subparsers(dest="action", required=True)
-
-    issue = actions.add_parser(
-        "issue", help="add a secret; the tenant's other secrets keep working"
-    )
-    issue.add_argument("tenant_id", help="the tenant's id (a UUID)")
-    issue.set_defaults(handler=_issue)
-
-    rotate = actions.add_parser(
-        "rotate",
-        help="issue a new secret and let the other active secrets expire",
-        description="Issue a new secret. Every other active secret of the "
-        "tenant expires after the grace period, so the intranet can switch "
-        "its links without an outage; with --grace 0 they stop at once.",
-    )
-    rotate.add_argument("tenant_id", help="the tenant's id (a UUID)")
-    rotate.add_argument(
-        "--grace",
-        type=int,
-        default=0,
-        metavar="SECONDS",
-        help="seconds the old secrets keep working, 0 to 2592000 (default 0)",
-    )
-    rotate.set_defaults(handler=_rotate)
-
-    revoke = actions.add_parser("revoke", help="revoke one secret at once")
-    revoke.add_argument("tenant_id", help="the tenant's id (a UUID)")
-    revoke.add_argument("secret_id", help="the secret's id from `secret list`")
-    revoke.set_defaults(handler=_revoke)
-
-    listing = actions.add_parser(
-        "list", help="list a tenant's secrets (never the secrets themselves)"
-    )
-    listing.add_argument("tenant_id", help="the tenant's id (a UUID)")
-    listing.set_defaults(handler=_list_secrets)
-
-    for parser in (issue, rotate, revoke, listing):
-        add_common_arguments(parser)
 
 
 def _print_new_secret(issued: dict[str, Any], args: argparse.Namespace) -> None:

@@ -358,7 +358,8 @@ def build(
         nc,
         settings.state_bucket,
         ttl_seconds=settings.state_ttl_seconds,
-        timeout=settings.request_timeout,
+        timeout=settings.state_timeout,
+        replicas=settings.state_replicas,
     )
     limiter = RateLimiter(
         state, settings.rate_limits, settings.form_key, RateLimitMetrics(registry)

@@ -68,6 +68,12 @@ class GatewaySettings:
     state_bucket: str
     """`GATEWAY_STATE_BUCKET` (default `linkdesk_gateway`): JetStream
     key-value bucket that replicas share for rate limits and accepted forms."""
+    state_replicas: int
+    """`GATEWAY_STATE_REPLICAS` (default 1): replicas of that bucket; 3 on a
+    three-node cluster, so that losing one node keeps the limits."""
+    state_timeout: float
+    """`GATEWAY_STATE_TIMEOUT_SECONDS` (default 0.5): wait for the bucket;
+    after a failure the gateway skips it for a few seconds (fails open)."""
     invalid_link_min_seconds: float
     """`GATEWAY_INVALID_LINK_MIN_SECONDS` (default 0.05): no invalid link is
     answered sooner, so that the reasons take about the same time."""
@@ -148,6 +154,8 @@ def load() -> GatewaySettings:
         max_body_bytes=env_int("GATEWAY_MAX_BODY_BYTES", 262_144, minimum=4096),
         request_timeout=request_timeout(),
         state_bucket=_state_bucket(),
+        state_replicas=env_int("GATEWAY_STATE_REPLICAS", 1, minimum=1),
+        state_timeout=env_float("GATEWAY_STATE_TIMEOUT_SECONDS", 0.5, minimum=0.05),
         invalid_link_min_seconds=env_float("GATEWAY_INVALID_LINK_MIN_SECONDS", 0.05),
         rate_limits=_rate_limits(),
     )

@@ -33,9 +33,9 @@ BUCKET_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 WARNING_INTERVAL_SECONDS = 60.0
 BIND_RETRY_SECONDS = 5.0
-"""After a failed attempt to open the bucket, calls fail at once for this
-long before the next attempt, so an outage does not add a wait to every
-request."""
+"""After any failed call, further calls fail at once for this long before
+the bucket is tried again, so an outage (say, the NATS node that holds the
+bucket is down) does not add a timeout to every request."""
 
 T = TypeVar("T")
 
@@ -52,9 +52,16 @@ class SharedState:
     """
 
     def __init__(
-        self, nc: Client, bucket: str, *, ttl_seconds: float, timeout: float
+        self,
+        nc: Client,
+        bucket: str,
+        *,
+        ttl_seconds: float,
+        timeout: float,
+        replicas: int = 1,
     ) -> None:
         self.nc = nc
+        self.replicas = replicas
         self.bucket_name = bucket
         self.ttl_seconds = ttl_seconds
         self.timeout = timeout
@@ -65,11 +72,11 @@ class SharedState:
         self._last_warning = -WARNING_INTERVAL_SECONDS
 
     async def _bucket(self) -> KeyValue:
+        if time.monotonic() < self._next_bind:
+            msg = f"key-value bucket {self.bucket_name} failed recently"
+            raise StateUnavailable(msg)
         if self._kv is not None:
             return self._kv
-        if time.monotonic() < self._next_bind:
-            msg = f"key-value bucket {self.bucket_name} could not be opened recently"
-            raise StateUnavailable(msg)
         js = self.nc.jetstream(timeout=self.timeout)
         try:
             try:
@@ -81,6 +88,7 @@ class SharedState:
                         description="linkdesk gateway: rate limits, accepted forms",
                         history=1,
                         ttl=self.ttl_seconds,
+                        replicas=self.replicas,
                     )
                 )
                 logger.info(
@@ -92,13 +100,13 @@ class SharedState:
                     },
                 )
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
-            self._next_bind = time.monotonic() + BIND_RETRY_SECONDS
             raise self._unavailable("open", exc) from None
         return self._kv
 
     def _unavailable(self, operation: str, exc: BaseException) -> StateUnavailable:
         self.failures += 1
         now = time.monotonic()
+        self._next_bind = now + BIND_RETRY_SECONDS
         if now - self._last_warning >= WARNING_INTERVAL_SECONDS:
             self._last_warning = now
             logger.warning(
