@@ -1,0 +1,354 @@
+"""Write the results page and its latency plot from the benchmark results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+PLOT_NAME = "intake-latency.png"
+
+
+def _rows(results: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    rows = results.get("product", []) + results.get("baselines", [])
+    return [row for row in rows if row["kind"] == kind]
+
+
+def _at(results: dict[str, Any], kind: str, clients: int) -> dict[str, Any] | None:
+    for row in _rows(results, kind):
+        if row["connections"] == clients:
+            return row
+    return None
+
+
+def _peak(results: dict[str, Any], kind: str) -> float:
+    return max((row["rate"] for row in _rows(results, kind)), default=0.0)
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    kinds = [
+        "linkdesk GET link",
+        "linkdesk POST form",
+        "chain GET, 2 lookups",
+        "chain POST, 2 lookups + publish",
+        "bare POST, uvicorn h11",
+    ]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for kind in kinds:
+        rows = sorted(_rows(results, kind), key=lambda row: row["connections"])
+        if not rows:
+            continue
+        clients = [row["connections"] for row in rows]
+        left.plot(clients, [row["p99_ms"] for row in rows], marker="o", label=kind)
+        right.plot(clients, [row["rate"] for row in rows], marker="o", label=kind)
+    left.set(xlabel="concurrent connections", ylabel="p99 latency (ms)", yscale="log")
+    left.axhline(20, color="grey", linestyle="--", linewidth=0.8)
+    right.set(xlabel="concurrent connections", ylabel="requests per second")
+    left.legend(fontsize=7)
+    left.set_title("p99 latency (dashed: 20 ms target)", fontsize=9)
+    right.set_title("throughput", fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _load_table(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "| measurement | clients | req/s | p50 ms | p90 ms | p99 ms | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in results.get("product", []) + results.get("baselines", []):
+        note = " (forms reused)" if row.get("forms_reused") else ""
+        lines.append(
+            f"| {row['kind']}{note} | {row['connections']} | {_fmt(row['rate'], 0)}"
+            f" | {_fmt(row['p50_ms'], 2)} | {_fmt(row['p90_ms'], 2)}"
+            f" | {_fmt(row['p99_ms'], 2)} | {row['errors']} |"
+        )
+    return lines
+
+
+def _ratio_table(results: dict[str, Any], clients: list[int]) -> list[str]:
+    pairs = [
+        ("linkdesk POST form", "chain POST, 2 lookups + publish"),
+        ("linkdesk POST form", "bare POST, uvicorn h11"),
+        ("linkdesk GET link", "chain GET, 2 lookups"),
+        ("linkdesk GET link", "bare GET, uvicorn h11"),
+    ]
+    lines = [
+        "| ours | baseline | " + " | ".join(f"c={c}" for c in clients) + " | peak |",
+        "| --- | --- |" + " ---: |" * (len(clients) + 1),
+    ]
+    for ours, base in pairs:
+        cells = []
+        for count in clients:
+            mine, theirs = _at(results, ours, count), _at(results, base, count)
+            if mine and theirs and theirs["rate"]:
+                cells.append(f"{mine['rate'] / theirs['rate']:.2f}")
+            else:
+                cells.append("n/a")
+        base_peak = _peak(results, base)
+        peak = f"{_peak(results, ours) / base_peak:.2f}" if base_peak else "n/a"
+        lines.append(f"| {ours} | {base} | " + " | ".join(cells) + f" | {peak} |")
+    return lines
+
+
+def _memory_table(results: dict[str, Any]) -> list[str]:
+    names = list((results.get("rss_idle") or {}).keys())
+    lines = [
+        "| process | idle MB | max during load MB | end MB |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name in names:
+        seen = [
+            row["rss_after"].get(name)
+            for row in results.get("product", []) + results.get("baselines", [])
+        ]
+        seen = [value for value in seen if value is not None]
+        lines.append(
+            f"| {name} | {_fmt(results['rss_idle'].get(name))}"
+            f" | {_fmt(max(seen) if seen else None)}"
+            f" | {_fmt((results.get('rss_end') or {}).get(name))} |"
+        )
+    return lines
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Return (target, figures, met / not met / not measured) rows."""
+    rows: list[tuple[str, str, str]] = []
+
+    def verdict(ok: bool | None) -> str:
+        if ok is None:
+            return "not measured"
+        return "met" if ok else "not met"
+
+    post_peak = _peak(results, "linkdesk POST form")
+    chain_post = _peak(results, "chain POST, 2 lookups + publish")
+    bare_post = _peak(results, "bare POST, uvicorn h11")
+    rows.append(
+        (
+            "POST rate >= minimal chain's",
+            f"{post_peak:,.0f}/s vs {chain_post:,.0f}/s (peaks)",
+            verdict(post_peak >= chain_post if chain_post else None),
+        )
+    )
+    post32 = _at(results, "linkdesk POST form", 32)
+    rows.append(
+        (
+            "POST p99 < 20 ms at 32 clients",
+            f"{post32['p99_ms']:.1f} ms" if post32 else "n/a",
+            verdict(post32["p99_ms"] < 20 if post32 else None),
+        )
+    )
+    rows.append(
+        (
+            "stretch: POST rate >= 40% of bare Litestar POST",
+            f"{post_peak / bare_post:.0%}" if bare_post else "n/a",
+            verdict(post_peak >= 0.4 * bare_post if bare_post else None),
+        )
+    )
+    get_peak = _peak(results, "linkdesk GET link")
+    chain_get = _peak(results, "chain GET, 2 lookups")
+    rows.append(
+        (
+            "GET rate >= minimal chain GET with two lookups",
+            f"{get_peak:,.0f}/s vs {chain_get:,.0f}/s (peaks)",
+            verdict(get_peak >= chain_get if chain_get else None),
+        )
+    )
+    get32 = _at(results, "linkdesk GET link", 32)
+    rows.append(
+        (
+            "GET p99 < 20 ms at 32 clients",
+            f"{get32['p99_ms']:.1f} ms" if get32 else "n/a",
+            verdict(get32["p99_ms"] < 20 if get32 else None),
+        )
+    )
+    stored = results.get("accepted_to_stored") or {}
+    p99 = stored.get("p99_ms")
+    rows.append(
+        (
+            "accepted to stored p99 < 15 ms at half of peak",
+            f"p99 {_fmt(p99)} ms at {_fmt(stored.get('rate'), 0)}/s"
+            if p99 is not None
+            else "n/a",
+            verdict(p99 < 15 if p99 is not None else None),
+        )
+    )
+    backlog = results.get("backlog") or {}
+    batched = next(
+        (m["per_second"] for m in results.get("micro", []) if "64 per" in m["name"]),
+        None,
+    )
+    drain = backlog.get("rate")
+    rows.append(
+        (
+            "backlog drain >= 25% of batched insert",
+            f"{_fmt(drain, 0)}/s vs {_fmt(batched, 0)}/s"
+            if drain and batched
+            else "n/a",
+            verdict(drain >= 0.25 * batched if drain and batched else None),
+        )
+    )
+    services = ("gateway", "tenant", "personnel", "ticket")
+    peak_rss = max(
+        (
+            value
+            for row in results.get("product", [])
+            for name, value in row["rss_after"].items()
+            if name in services and value is not None
+        ),
+        default=None,
+    )
+    rows.append(
+        (
+            "every service < 100 MB RSS under load",
+            f"largest {_fmt(peak_rss)} MB",
+            verdict(peak_rss < 100 if peak_rss is not None else None),
+        )
+    )
+    large = results.get("large_body") or {}
+    if large.get("rss_before") is not None and large.get("rss_after") is not None:
+        rise = large["rss_after"] - large["rss_before"]
+        rows.append(
+            (
+                "20 MB body raises gateway RSS by a few MB at most (<= 5 MB)",
+                f"status {large['status']}, +{rise:.1f} MB",
+                verdict(rise <= 5),
+            )
+        )
+    else:
+        rows.append(("20 MB body: gateway RSS", "n/a", "not measured"))
+    return rows
+
+
+def write(results: dict[str, Any], output: Path) -> None:
+    """Write the tables of `results` to `output` and the plot beside it.
+
+    The page is the measured part only; the analysis sections are kept in
+    `bench/analysis.md` and appended, so a rerun does not lose them.
+    """
+    plot_path = output.parent / "benchmarks" / PLOT_NAME
+    plot(results, plot_path)
+    info = results["machine"]
+    args = results["args"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Measured by `.venv/bin/python -m bench.run` (see `bench/run.py`): "
+        "nats-server and PostgreSQL from their PyPI wheels and the four services "
+        "as separate processes, all on 127.0.0.1, driven by wrk on the same "
+        "machine. Absolute numbers move from run to run on shared machines, so "
+        "compare the ratios.",
+        "",
+        f"- Machine: {info['cpus']} CPUs, {info['cpu_model']}, kernel {info['kernel']}",
+        f"- Python {info['python']}, {info['wrk']}",
+        f"- Run: {info['date']}, {args['seconds']:.0f} s per load step, clients "
+        f"{', '.join(map(str, args['clients']))}, backlog {args['backlog']:,}"
+        + (" (smoke mode)" if args.get("smoke") else ""),
+        "- The gateway's submission limits were set to 10^9 per window, so the "
+        "limit checks and counters run on every post without blocking. All "
+        "forms belong to one person of one tenant.",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | result |",
+        "| --- | --- | --- |",
+        *(
+            f"| {name} | {figures} | {result} |"
+            for name, figures, result in targets(results)
+        ),
+        "",
+        "## Load steps",
+        "",
+        f"![p99 latency and throughput](benchmarks/{PLOT_NAME})",
+        "",
+        *_load_table(results),
+        "",
+        "## Ratios to the baselines (requests per second)",
+        "",
+        *_ratio_table(results, args["clients"]),
+        "",
+        "## Client-side baselines",
+        "",
+        "| operation | concurrency | ops/s |",
+        "| --- | ---: | ---: |",
+        *(
+            f"| {m['name']} | {m['concurrency']} | {m['per_second']:,.0f} |"
+            for m in results.get("micro", [])
+        ),
+        "",
+    ]
+    stored = results.get("accepted_to_stored")
+    if stored:
+        lines += [
+            "## Accepted to stored",
+            "",
+            f"{stored['posted']} forms posted open loop at {stored['rate']:.0f}/s "
+            f"(half of the peak POST rate); responses {stored['statuses']}; "
+            f"{stored['stored']} rows found. `stored_at - submitted_at`: p50 "
+            f"{_fmt(stored['p50_ms'])} ms, p99 {_fmt(stored['p99_ms'])} ms, max "
+            f"{_fmt(stored['max_ms'])} ms. `submitted_at` is set by the gateway "
+            "just before it publishes, and `stored_at` is the row's `now()`, the "
+            "start of the storing transaction, so the commit itself is not "
+            "included.",
+            "",
+        ]
+    backlog = results.get("backlog")
+    if backlog:
+        lines += [
+            "## Backlog drain",
+            "",
+            f"{backlog['count']:,} submissions published in "
+            f"{backlog['publish_seconds']:.1f} s with the ticket service stopped; "
+            f"after its start (ready in {backlog['service_start_seconds']:.1f} s) it "
+            f"stored {backlog['stored']:,} in {backlog['seconds']:.1f} s: "
+            f"{backlog['rate']:,.0f} per second counted from the moment it "
+            "reported ready.",
+            "",
+        ]
+    large = results.get("large_body")
+    if large:
+        lines += [
+            "## 20 MB body",
+            "",
+            f"Response: {large['status']}. Gateway RSS {_fmt(large['rss_before'])} MB "
+            f"before, {_fmt(large['rss_after'])} MB after.",
+            "",
+        ]
+    lines += ["## Resident memory (VmRSS)", "", *_memory_table(results), ""]
+    profile = results.get("profile")
+    if profile and "inclusive" in profile:
+        lines += [
+            "## Gateway profile (py-spy, 10 s, POST at 32 connections)",
+            "",
+            f"{profile['samples']} samples at 200 Hz, idle time excluded; "
+            f"{profile['rate_during_profile']:.0f} posts/s while sampled. "
+            "Share of samples with the function on the stack:",
+            "",
+            "| function | inclusive |",
+            "| --- | ---: |",
+            *(
+                f"| `{name}` | {share:.0%} |"
+                for name, share in profile["inclusive"][:45]
+            ),
+            "",
+            "Share of samples with the function at the top of the stack:",
+            "",
+            "| function | self |",
+            "| --- | ---: |",
+            *(f"| `{name}` | {share:.0%} |" for name, share in profile["self"]),
+            "",
+        ]
+    analysis = Path(__file__).parent / "analysis.md"
+    if analysis.exists():
+        lines += [analysis.read_text().rstrip(), ""]
+    output.write_text("\n".join(lines))

@@ -1,0 +1,520 @@
+"""Benchmark the intake path against baselines and write docs/benchmarks.md.
+
+    .venv/bin/python -m bench.run [--seconds 8] [--backlog 20000] [--smoke]
+
+Starts nats-server, PostgreSQL and the four services on free loopback ports,
+drives them with wrk, and writes the results page and its plot. Every load
+step is bounded by time (`--seconds`) and every loop by a count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from urllib.parse import urlencode
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import asyncpg
+import httpx
+import msgspec
+import nats
+
+from bench import micro, profile, report, wrk
+from bench.system import System, free_port, rss_mb
+from services.gateway import form_token, submission
+from shared import messages, subjects
+from shared.messaging import REQUEST_ID_HEADER
+
+ROOT = Path(__file__).resolve().parent.parent
+FORM_VALUES = {
+    "subject": "Drucker im 2. Stock druckt nicht",
+    "description": "Seit heute Morgen kommt nur leeres Papier heraus. " * 4,
+    "location": "Raum 204",
+    "urgency": "normal",
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--seconds", type=float, default=8.0, help="length of each load step (s)"
+    )
+    parser.add_argument(
+        "--clients",
+        default="1,8,32,64",
+        help="comma-separated numbers of concurrent connections (default 1,8,32,64)",
+    )
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=20_000,
+        help="submissions published while the ticket service is stopped "
+        "(default 20000)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=ROOT / "docs" / "benchmarks.md",
+        help="results page to write; its plot goes to <folder>/benchmarks/",
+    )
+    parser.add_argument(
+        "--no-profile", action="store_true", help="skip the py-spy profile"
+    )
+    parser.add_argument(
+        "--no-granian", action="store_true", help="skip the granian baseline"
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few requests per step, for a check that the command runs",
+    )
+    args = parser.parse_args(argv)
+    args.clients = [int(value) for value in args.clients.split(",")]
+    if args.smoke:
+        args.seconds, args.clients, args.backlog = 1.0, [1, 2], 50
+        args.no_profile = args.no_granian = True
+    return args
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    wrk_version = subprocess.run(
+        [wrk.wrk_binary(), "-v"], capture_output=True, text=True, check=False
+    ).stdout.splitlines()[0]
+    return {
+        "cpus": str(os.cpu_count()),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "wrk": wrk_version,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def memory(system: System) -> dict[str, float | None]:
+    return {name: rss_mb(pid) for name, pid in system.pids().items()}
+
+
+def form_bodies(system: System, count: int) -> list[str]:
+    """Return `count` valid form bodies, each with its own form token.
+
+    One form is opened through the gateway. The others are signed here with
+    the gateway's key, from that form's context with a new submission id,
+    as the gateway itself signs every form it renders.
+    """
+    context = form_token.verify(system.form_key, system.fetch_form_token())
+    bodies = []
+    for _ in range(count):
+        fresh = msgspec.structs.replace(context, submission_id=str(uuid.uuid4()))
+        token = form_token.sign(system.form_key, fresh)
+        bodies.append(
+            urlencode(
+                {"form_token": token, "category": context.categories[0], **FORM_VALUES}
+            )
+        )
+    return bodies
+
+
+def load_step(
+    system: System,
+    kind: str,
+    url: str,
+    script: str,
+    clients: int,
+    seconds: float,
+    env: dict[str, str] | None = None,
+) -> dict[str, object]:
+    before = memory(system)
+    result = wrk.run(url, script, clients, seconds, env)
+    after = memory(system)
+    row = {"kind": kind, **asdict(result), "rate": result.rate}
+    row["rss_before"], row["rss_after"] = before, after
+    print(
+        f"{kind:<28} c={clients:<3} {result.rate:8.0f}/s p50 {result.p50_ms:6.2f} ms"
+        f" p99 {result.p99_ms:7.2f} ms errors {result.errors}",
+        flush=True,
+    )
+    return row
+
+
+def post_forms_step(
+    system: System, clients: int, seconds: float, expected_rate: float, work: Path
+) -> dict[str, object]:
+    count = int(min(60_000, max(500, expected_rate * 2) * seconds))
+    body_file = work / f"forms-{clients}.txt"
+    body_file.write_text("\n".join(form_bodies(system, count)) + "\n")
+    row = load_step(
+        system,
+        "linkdesk POST form",
+        f"{system.stack.url('gateway')}/public/tickets",
+        "post_forms.lua",
+        clients,
+        seconds,
+        {"BENCH_BODY_FILE": str(body_file)},
+    )
+    row["forms"] = count
+    row["forms_reused"] = int(row["requests"]) > count  # type: ignore[call-overload]
+    return row
+
+
+async def consumer_idle(nats_url: str, max_seconds: float) -> float:
+    """Wait until the ticket consumer has nothing pending; return the wait."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < max_seconds:
+            info = await js.consumer_info(
+                subjects.TICKET_STREAM, subjects.TICKET_STORE_CONSUMER
+            )
+            if info.num_pending == 0 and info.num_ack_pending == 0:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await nc.close()
+    return time.monotonic() - started
+
+
+async def accepted_to_stored(
+    system: System, rate: float, seconds: float
+) -> dict[str, object]:
+    """Post forms at `rate` per second for `seconds`, open loop, then compare
+    each stored row's `stored_at` with its event's `submitted_at`."""
+    await consumer_idle(system.nats.url, 300)
+    count = max(5, int(rate * seconds))
+    bodies = form_bodies(system, count)
+    submission_ids = [
+        form_token.verify(
+            system.form_key, dict(_split(body))["form_token"]
+        ).submission_id
+        for body in bodies
+    ]
+    url = f"{system.stack.url('gateway')}/public/tickets"
+    headers = {"content-type": "application/x-www-form-urlencoded", "origin": "null"}
+    statuses: dict[int, int] = {}
+    async with httpx.AsyncClient(
+        timeout=10, limits=httpx.Limits(max_connections=64)
+    ) as client:
+
+        async def post(body: str, at: float) -> None:
+            await asyncio.sleep(max(0.0, at - time.monotonic()))
+            response = await client.post(url, content=body, headers=headers)
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+        start = time.monotonic() + 0.2
+        await asyncio.gather(
+            *(post(body, start + i / rate) for i, body in enumerate(bodies))
+        )
+    await consumer_idle(system.nats.url, 120)
+    connection = await asyncpg.connect(system.postgres.url)
+    try:
+        delays = await connection.fetch(
+            "SELECT extract(epoch FROM stored_at - submitted_at) * 1000 AS ms"
+            " FROM ticket.tickets WHERE submission_id = ANY($1::uuid[])"
+            " ORDER BY 1",
+            submission_ids,
+        )
+    finally:
+        await connection.close()
+    values = [float(row["ms"]) for row in delays]
+    return {
+        "rate": rate,
+        "posted": count,
+        "statuses": statuses,
+        "stored": len(values),
+        "p50_ms": _percentile(values, 50),
+        "p99_ms": _percentile(values, 99),
+        "max_ms": max(values) if values else None,
+    }
+
+
+def _split(body: str) -> list[tuple[str, str]]:
+    from urllib.parse import parse_qsl
+
+    return parse_qsl(body)
+
+
+def _percentile(values: list[float], percent: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, round(percent / 100 * (len(ordered) - 1)))
+    return ordered[index]
+
+
+async def backlog_drain(system: System, count: int) -> dict[str, object]:
+    """Publish `count` submissions with the ticket service stopped, start it,
+    and time until its consumer has stored them all (at most 600 s)."""
+    await consumer_idle(system.nats.url, 300)
+    system.stack.stop("ticket")
+    context = form_token.verify(system.form_key, system.fetch_form_token())
+    nc = await nats.connect(system.nats.url)
+    js = nc.jetstream()
+    published = 0
+    started = time.monotonic()
+
+    async def publisher(offset: int) -> None:
+        nonlocal published
+        for _ in range(offset, count, 64):
+            fresh = msgspec.structs.replace(context, submission_id=str(uuid.uuid4()))
+            values = {"category": context.categories[0], **FORM_VALUES}
+            event = submission.build_event(fresh, values)
+            await js.publish(
+                subjects.ticket_submitted(event.data.tenant_id),
+                messages.ENCODER.encode(event),
+                headers={
+                    "Nats-Msg-Id": event.data.submission_id,
+                    REQUEST_ID_HEADER: "bench-backlog",
+                },
+                stream=subjects.TICKET_STREAM,
+            )
+            published += 1
+
+    await asyncio.gather(*(publisher(offset) for offset in range(64)))
+    publish_seconds = time.monotonic() - started
+    await nc.close()
+    connection = await asyncpg.connect(system.postgres.url)
+    before = await connection.fetchval("SELECT count(*) FROM ticket.tickets")
+    drain_started = time.monotonic()
+    system.stack.start("ticket")
+    ready_seconds = time.monotonic() - drain_started
+    stored = 0
+    while time.monotonic() - drain_started < 600:
+        stored = (
+            await connection.fetchval("SELECT count(*) FROM ticket.tickets") - before
+        )
+        if stored >= count:
+            break
+        await asyncio.sleep(0.25)
+    drain_seconds = time.monotonic() - drain_started
+    await connection.close()
+    return {
+        "count": count,
+        "publish_seconds": publish_seconds,
+        "stored": stored,
+        "seconds": drain_seconds,
+        "service_start_seconds": ready_seconds,
+        "rate": stored / (drain_seconds - ready_seconds)
+        if drain_seconds > ready_seconds
+        else 0.0,
+    }
+
+
+def large_body(system: System) -> dict[str, object]:
+    """POST a 20 MB form body to the gateway and compare its RSS."""
+    gateway_pid = system.stack.services["gateway"].pid
+    assert gateway_pid is not None
+    before = rss_mb(gateway_pid)
+    body = b"description=" + b"a" * (20 * 1024 * 1024)
+    try:
+        response = httpx.post(
+            f"{system.stack.url('gateway')}/public/tickets",
+            content=body,
+            headers={"content-type": "application/x-www-form-urlencoded"},
+            timeout=30,
+        )
+        status: int | str = response.status_code
+    except httpx.HTTPError as exc:
+        status = f"connection error: {exc!r}"
+    time.sleep(0.5)
+    return {"status": status, "rss_before": before, "rss_after": rss_mb(gateway_pid)}
+
+
+def baseline_servers(
+    system: System, args: argparse.Namespace, work: Path
+) -> list[dict[str, object]]:
+    """Measure the bare app under uvicorn (h11, httptools) and granian, and
+    the minimal chain under uvicorn with h11."""
+    rows: list[dict[str, object]] = []
+    json_body = work / "submission.json"
+    json_body.write_text(
+        json.dumps(
+            {
+                "tenant": str(uuid.UUID(int=1)),
+                "person": "004711",
+                "subject": FORM_VALUES["subject"],
+                "description": FORM_VALUES["description"],
+            }
+        )
+    )
+    post_env = {
+        "BENCH_BODY_FILE": str(json_body),
+        "BENCH_CONTENT_TYPE": "application/json",
+    }
+    servers: list[tuple[str, list[str]]] = [
+        ("uvicorn h11", ["-m", "bench.serve", "bare_app", "{port}", "h11"]),
+        ("uvicorn httptools", ["-m", "bench.serve", "bare_app", "{port}", "httptools"]),
+    ]
+    if not args.no_granian:
+        servers.append(
+            (
+                "granian",
+                [
+                    "-m",
+                    "granian",
+                    "--interface",
+                    "asgi",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "{port}",
+                    "--loop",
+                    "uvloop",
+                    "--workers",
+                    "1",
+                    "--http",
+                    "1",
+                    "--no-ws",
+                    "bench.apps:bare_app",
+                ],
+            )
+        )
+    for label, template in servers:
+        port = free_port()
+        system.start_helper(
+            [part.replace("{port}", str(port)) for part in template], port
+        )
+        url = f"http://127.0.0.1:{port}/bare"
+        for clients in args.clients:
+            rows.append(
+                load_step(
+                    system, f"bare GET, {label}", url, "get.lua", clients, args.seconds
+                )
+            )
+            rows.append(
+                load_step(
+                    system,
+                    f"bare POST, {label}",
+                    url,
+                    "post_body.lua",
+                    clients,
+                    args.seconds,
+                    post_env,
+                )
+            )
+        system.stop_helpers()
+
+    system.start_helper(
+        ["-m", "bench.chain_worker", system.nats.url, system.postgres.url]
+    )
+    port = free_port()
+    system.start_helper(["-m", "bench.serve", "chain_app", str(port), "h11"], port)
+    url = f"http://127.0.0.1:{port}/chain"
+    for clients in args.clients:
+        rows.append(
+            load_step(
+                system, "chain GET, 2 lookups", url, "get.lua", clients, args.seconds
+            )
+        )
+        rows.append(
+            load_step(
+                system,
+                "chain POST, 2 lookups + publish",
+                url,
+                "post_body.lua",
+                clients,
+                args.seconds,
+                post_env,
+            )
+        )
+    system.stop_helpers()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results: dict[str, object] = {
+        "machine": machine(),
+        "args": {
+            "seconds": args.seconds,
+            "clients": args.clients,
+            "backlog": args.backlog,
+            "smoke": args.smoke,
+        },
+    }
+    work = Path(tempfile.mkdtemp(prefix="linkdesk-bench-"))
+    system = System(work / "data")
+    print(f"bench: working folder {work}", flush=True)
+    try:
+        system.start()
+        results["rss_idle"] = memory(system)
+        gateway = system.stack.url("gateway")
+        product: list[dict[str, object]] = []
+        for clients in args.clients:
+            product.append(
+                load_step(
+                    system,
+                    "linkdesk GET link",
+                    system.link,
+                    "get.lua",
+                    clients,
+                    args.seconds,
+                )
+            )
+        expected = 500.0
+        for clients in args.clients:
+            row = post_forms_step(system, clients, args.seconds, expected, work)
+            expected = max(expected, float(row["rate"]))  # type: ignore[arg-type]
+            product.append(row)
+        results["product"] = product
+        peak = max(
+            float(r["rate"]) for r in product if r["kind"] == "linkdesk POST form"
+        )  # type: ignore[arg-type]
+        results["accepted_to_stored"] = asyncio.run(
+            accepted_to_stored(system, max(1.0, peak / 2), args.seconds)
+        )
+        print(f"accepted to stored: {results['accepted_to_stored']}", flush=True)
+        results["large_body"] = large_body(system)
+        print(f"20 MB body: {results['large_body']}", flush=True)
+        if not args.no_profile:
+            results["profile"] = profile.profile_gateway(
+                system, args, work, form_bodies
+            )
+        count = 200 if args.smoke else 20_000
+        results["micro"] = [
+            {**asdict(rate), "per_second": rate.per_second}
+            for rate in asyncio.run(
+                micro.run_all(
+                    system.nats.url, system.postgres.url, count, min(10.0, args.seconds)
+                )
+            )
+        ]
+        for rate in results["micro"]:  # type: ignore[attr-defined]
+            print(
+                f"{rate['name']:<40} c={rate['concurrency']:<3}"
+                f" {rate['per_second']:8.0f}/s",
+                f" {rate['per_second']:8.0f}/s",
+                flush=True,
+            )
+        results["baselines"] = baseline_servers(system, args, work)
+        results["backlog"] = asyncio.run(backlog_drain(system, args.backlog))
+        print(f"backlog: {results['backlog']}", flush=True)
+        results["rss_end"] = memory(system)
+        del gateway
+    finally:
+        system.stop()
+        (work / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        print(f"bench: raw results in {work / 'results.json'}", flush=True)
+    report.write(results, args.output)
+    print(f"bench: wrote {args.output}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

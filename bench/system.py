@@ -1,0 +1,154 @@
+"""Start linkdesk on the embedded servers with free ports, for the benchmark."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from linkdesk import demo, links
+from linkdesk.processes import Stack
+from shared.embedded import LOOPBACK, EmbeddedNats, EmbeddedPostgres, free_port
+
+UNLIMITED = "1000000000"
+"""Submission limits high enough never to block, so the limit checks still
+run on every post (a limit of 0 would switch them off)."""
+
+_FORM_TOKEN = re.compile(r'name="form_token" value="([^"]+)"')
+
+
+@dataclass
+class System:
+    data_dir: Path
+    nats: EmbeddedNats = field(init=False)
+    postgres: EmbeddedPostgres = field(init=False)
+    stack: Stack = field(init=False)
+    form_key: bytes = field(init=False)
+    link: str = ""
+    admin_token: str = ""
+    helpers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.nats = EmbeddedNats(self.data_dir / "nats")
+        self.postgres = EmbeddedPostgres(self.data_dir / "postgres")
+        self.nats.start()
+        self.postgres.start()
+        self.admin_token = secrets.token_urlsafe(32)
+        key_text = secrets.token_urlsafe(32)
+        self.form_key = base64.urlsafe_b64decode(key_text + "=" * (-len(key_text) % 4))
+        self.stack = Stack(
+            nats_url=self.nats.url,
+            database_url=self.postgres.url,
+            log_dir=self.data_dir / "logs",
+            admin_tokens=f"bench:{self.admin_token}",
+            form_key=key_text,
+            extra_env={
+                "GATEWAY_SUBMISSIONS_PER_PERSON": UNLIMITED,
+                "GATEWAY_SUBMISSIONS_PER_TENANT": UNLIMITED,
+            },
+        )
+        self.stack.start()
+        data = demo.ensure_demo(
+            self.data_dir / "demo.json",
+            self.stack.url("tenant"),
+            self.stack.url("personnel"),
+            self.admin_token,
+        )
+        self.link = links.build_link(
+            self.stack.url("gateway"), data.secret, data.personnel_number
+        )
+
+    def fetch_form_token(self) -> str:
+        """Open the link once and return the form token of the rendered form."""
+        response = httpx.get(self.link, timeout=10)
+        response.raise_for_status()
+        found = _FORM_TOKEN.search(response.text)
+        if found is None:
+            msg = f"no form_token in the form page of {self.link}"
+            raise RuntimeError(msg)
+        return found.group(1)
+
+    def pids(self) -> dict[str, int]:
+        """Return the pid of every service process and of both servers.
+
+        PostgreSQL's is the postmaster's; its backends are separate processes
+        and not counted.
+        """
+        found = {
+            name: service.pid
+            for name, service in self.stack.services.items()
+            if service.pid is not None
+        }
+        if self.nats.pid is not None:
+            found["nats-server"] = self.nats.pid
+        if self.postgres.pid is not None:
+            found["postgres"] = self.postgres.pid
+        return found
+
+    def start_helper(self, argv: list[str], port: int | None = None) -> None:
+        """Start a baseline process and wait until `port` accepts connections."""
+        log = (self.data_dir / "logs" / f"helper-{len(self.helpers)}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, *argv],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "NATS_URL": self.nats.url},
+        )
+        self.helpers.append(process)
+        deadline = time.monotonic() + 20
+        while port is not None and time.monotonic() < deadline:
+            if process.poll() is not None:
+                msg = f"baseline {argv} exited with {process.returncode}"
+                raise RuntimeError(msg)
+            try:
+                httpx.get(f"http://{LOOPBACK}:{port}/", timeout=0.5)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        if port is not None:
+            msg = f"baseline {argv} not listening on {port} after 20 s"
+            raise RuntimeError(msg)
+        time.sleep(1.0)
+
+    def stop_helpers(self) -> None:
+        for process in self.helpers:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(5)
+        self.helpers.clear()
+
+    def stop(self) -> None:
+        self.stop_helpers()
+        if hasattr(self, "stack"):
+            self.stack.stop()
+        if hasattr(self, "postgres"):
+            self.postgres.stop()
+        if hasattr(self, "nats"):
+            self.nats.stop()
+
+
+def rss_mb(pid: int) -> float | None:
+    """Return VmRSS of `pid` in MB (MiB), or None when it has exited."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+__all__ = ["System", "free_port", "rss_mb"]
