@@ -8,6 +8,7 @@ New fields get defaults so that older readers keep decoding newer messages.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from typing import Literal
 
 import msgspec
@@ -21,15 +22,35 @@ class Message(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=F
 
 
 class ResolveSecret(Message, frozen=True, kw_only=True):
-    """Ask which tenant a link secret belongs to."""
+    """Ask which tenant a link secret belongs to.
 
-    secret: str
+    The request carries the secret's digest, never the secret, so that a
+    subscriber on NATS cannot collect working links.
+    """
+
+    secret_sha256: str
+    """Lowercase hex SHA-256 of the secret's UTF-8 bytes (`secret_sha256()`),
+    the digest that the tenant service stores."""
+
+
+def secret_sha256(secret: str) -> str:
+    """Return the digest of a link secret that `ResolveSecret` carries."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
 class GetTenant(Message, frozen=True, kw_only=True):
-    """Ask for a tenant's form settings by id."""
+    """Ask for a tenant's form settings by id.
+
+    With `secret_id` or `key_id`, the reply is a rejection unless that link
+    secret or signing key of this tenant still opens forms, so that a form
+    stops working when the credential that opened it is revoked or expires.
+    """
 
     tenant_id: str
+    secret_id: str | None = None
+    """Id of the link secret that opened the form (`TenantResolved.secret_id`)."""
+    key_id: str | None = None
+    """Id of the signing key that verified the form's signed link."""
 
 
 class TenantForm(Message, frozen=True, kw_only=True):
@@ -52,6 +73,9 @@ TenantRejection = Literal[
     "expired_secret",
     "intake_disabled",
     "signed_link_required",
+    "unknown_key",
+    "revoked_key",
+    "expired_key",
 ]
 
 
@@ -67,6 +91,9 @@ class TenantResolved(Message, frozen=True, kw_only=True):
     secret_expires_at: dt.datetime | None = None
     """Time at which the resolved secret stops working (set during a
     rotation's grace period), so that a cache keeps this reply no longer."""
+    secret_id: str | None = None
+    """Id of the secret that resolved (replies to `ResolveSecret` only), which
+    the gateway sends back in `GetTenant` when the form is submitted."""
 
 
 class VerifySignedLink(Message, frozen=True, kw_only=True):
@@ -104,6 +131,9 @@ class SignedLinkVerified(Message, frozen=True, kw_only=True):
     personnel_number: str = ""
     preset_location: str = ""
     preset_category: str = ""
+    key_id: str | None = None
+    """Id of the key that verified the link, which the gateway sends back in
+    `GetTenant` when the form is submitted."""
 
 
 # --- personnel service ------------------------------------------------------

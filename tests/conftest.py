@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +58,14 @@ def stack(nats_url: str, database_url: str, work_dir: Path) -> Iterator[Stack]:
         yield services
     finally:
         services.stop()
+
+
+@pytest.fixture(scope="session")
+def form_key(stack: Stack) -> bytes:
+    """The session gateway's `GATEWAY_FORM_KEY`, decoded, for tests that sign
+    form tokens the gateway did not render, such as already expired ones."""
+    key = stack.form_key
+    return base64.urlsafe_b64decode(key + "=" * (-len(key) % 4))
 
 
 @pytest.fixture

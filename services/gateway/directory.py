@@ -56,10 +56,22 @@ class Reporter:
     person: messages.Person
     signed: bool = False
     """Whether a signed link opened the form."""
+    secret_id: str | None = None
+    """Id of the link secret that opened the form, or None for a signed link."""
+    key_id: str | None = None
+    """Id of the key that verified the signed link, or None for a raw link."""
     preset_location: str = ""
     """Location fixed by a signed link; empty for none."""
     preset_category: str = ""
     """Category fixed by a signed link; empty for none."""
+
+
+@dataclass(frozen=True)
+class ResolvedSecret:
+    """The tenant that a link secret opens, and the id of that secret."""
+
+    tenant: messages.TenantForm
+    secret_id: str
 
 
 @dataclass(frozen=True)
@@ -98,7 +110,7 @@ class LookupCache:
         self.clock = clock
         # A per-process key: the cache keys match no stored secret hash.
         self._hash_key = secrets.token_bytes(32)
-        self._tenants: OrderedDict[bytes, _Entry[messages.TenantForm]] = OrderedDict()
+        self._tenants: OrderedDict[bytes, _Entry[ResolvedSecret]] = OrderedDict()
         self._people: OrderedDict[tuple[str, str], _Entry[messages.Person]] = (
             OrderedDict()
         )
@@ -122,7 +134,7 @@ class LookupCache:
     def snapshot(self) -> int:
         return self._sequence
 
-    def tenant(self, key: bytes) -> messages.TenantForm | None:
+    def tenant(self, key: bytes) -> ResolvedSecret | None:
         return self._get(self._tenants, key)
 
     def person(self, tenant_id: str, number: str) -> messages.Person | None:
@@ -131,16 +143,17 @@ class LookupCache:
     def store_tenant(
         self,
         key: bytes,
-        form: messages.TenantForm,
+        resolved: ResolvedSecret,
         snapshot: int,
         secret_expires_at: dt.datetime | None = None,
     ) -> None:
-        """Keep a tenant form, at most until the secret expires."""
+        """Keep a secret's tenant, at most until the secret expires."""
         ttl = self.ttl
         if secret_expires_at is not None:
             remaining = (secret_expires_at - dt.datetime.now(dt.UTC)).total_seconds()
             ttl = min(ttl, remaining)
-        self._put(self._tenants, key, form, form.tenant_id, snapshot, ttl)
+        tenant_id = resolved.tenant.tenant_id
+        self._put(self._tenants, key, resolved, tenant_id, snapshot, ttl)
 
     def store_person(
         self, tenant_id: str, number: str, person: messages.Person, snapshot: int
@@ -275,18 +288,24 @@ class Directory:
         snapshot = self.cache.snapshot()
         key = self.cache.secret_key(secret)
 
-        tenant = self.cache.tenant(key) if use_cache else None
-        if tenant is None:
+        found_secret = self.cache.tenant(key) if use_cache else None
+        if found_secret is None:
             resolved = await self._ask_tenant(
-                messages.ResolveSecret(secret=secret), request_id
+                messages.ResolveSecret(secret_sha256=messages.secret_sha256(secret)),
+                request_id,
             )
             if resolved.tenant is None:
                 return Rejected(resolved.reason or "unknown_secret")
-            tenant = resolved.tenant
+            if resolved.secret_id is None:
+                # A form without the secret's id cannot be checked for a
+                # revocation when it is submitted, so none is rendered.
+                return Rejected("missing_credential")
+            found_secret = ResolvedSecret(resolved.tenant, resolved.secret_id)
             if use_cache:
                 self.cache.store_tenant(
-                    key, tenant, snapshot, resolved.secret_expires_at
+                    key, found_secret, snapshot, resolved.secret_expires_at
                 )
+        tenant = found_secret.tenant
 
         person = (
             self.cache.person(tenant.tenant_id, personnel_number) if use_cache else None
@@ -302,7 +321,7 @@ class Directory:
                 self.cache.store_person(
                     tenant.tenant_id, personnel_number, person, snapshot
                 )
-        return Reporter(tenant=tenant, person=person)
+        return Reporter(tenant=tenant, person=person, secret_id=found_secret.secret_id)
 
     async def resolve_signed_link(
         self, token: signed_link.SignedToken, request_id: str
@@ -324,6 +343,10 @@ class Directory:
         )
         if verified.tenant is None:
             return Rejected(verified.reason or "bad_signature")
+        if verified.key_id is None:
+            # A form without the key's id cannot be checked for a revocation
+            # when it is submitted, so none is rendered.
+            return Rejected("missing_credential")
         tenant = verified.tenant
         number = verified.personnel_number
         use_cache = self._cache_usable()
@@ -340,6 +363,7 @@ class Directory:
             tenant=tenant,
             person=person,
             signed=True,
+            key_id=verified.key_id,
             preset_location=verified.preset_location,
             preset_category=verified.preset_category,
         )
@@ -364,25 +388,35 @@ class Directory:
         personnel_number: str,
         request_id: str,
         *,
-        signed: bool = False,
+        secret_id: str | None,
+        key_id: str | None,
     ) -> Reporter | Rejected:
-        """Check again at submit time that intake is on and the person active,
-        and that a tenant that requires signed links got one.
+        """Check again at submit time that intake is on, the person active, and
+        the secret (`secret_id`) or signing key (`key_id`) that opened the form
+        neither revoked nor expired.
 
-        This check bypasses the cache: a submission is rarer than opening a
-        link, and it must see the current state.
+        The tenant service also rejects a secret once its tenant requires
+        signed links. This check bypasses the cache: a submission is rarer
+        than opening a link, and it must see the current state.
         """
+        if secret_id is None and key_id is None:
+            return Rejected("missing_credential")
         resolved = await self._ask_tenant(
-            messages.GetTenant(tenant_id=tenant_id), request_id
+            messages.GetTenant(tenant_id=tenant_id, secret_id=secret_id, key_id=key_id),
+            request_id,
         )
         if resolved.tenant is None:
             return Rejected(resolved.reason or "unknown_tenant")
-        if resolved.tenant.signed_links_required and not signed:
-            return Rejected("signed_link_required")
         found = await self._ask_person(tenant_id, personnel_number, request_id)
         if found.person is None:
             return Rejected(found.reason or "unknown_person")
-        return Reporter(tenant=resolved.tenant, person=found.person)
+        return Reporter(
+            tenant=resolved.tenant,
+            person=found.person,
+            signed=key_id is not None,
+            secret_id=secret_id,
+            key_id=key_id,
+        )
 
 
 def _tenant_of(subject: str) -> str:

@@ -1,8 +1,9 @@
 """The signed token in every rendered form.
 
 The form posts to a URL without the secret, so the token carries what the
-link resolved to (tenant, person, language and the submission id) and an
-HMAC-SHA256 over it with the gateway's key. The submission id in it makes a
+link resolved to and an HMAC-SHA256 over it with the gateway's key. That is
+the tenant, the person, the language, the id of the secret or signing key
+that opened the form, and the submission id. The submission id makes a
 repeated post of the same form one ticket; the signature makes a forged
 post fail.
 """
@@ -29,6 +30,12 @@ class FormContext(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: int
     signed_link: bool = False
     """Whether a signed link opened the form."""
+    secret_id: str | None = None
+    """Id of the link secret that opened the form, set exactly when
+    `signed_link` is false, so that a submit can check the secret again."""
+    key_id: str | None = None
+    """Id of the signing key that verified the signed link, set exactly when
+    `signed_link` is true."""
     preset_location: str = ""
     """Location that a signed link fixed; the posted value is ignored."""
     preset_category: str = ""
@@ -72,7 +79,8 @@ def sign(key: bytes, context: FormContext) -> str:
 def verify(key: bytes, token: str, now: float | None = None) -> FormContext:
     """Return the context of a genuine, unexpired token.
 
-    Raises `InvalidToken` or `ExpiredToken`.
+    Raises `InvalidToken` or `ExpiredToken`. A token that does not name the
+    secret or key that opened its form is invalid, whatever its age.
     """
     payload, _, signature = token.partition(".")
     # `hmac.compare_digest` raises TypeError on non-ASCII text, so a posted
@@ -88,9 +96,20 @@ def verify(key: bytes, token: str, now: float | None = None) -> FormContext:
     except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
         msg = f"form token payload is invalid: {exc}"
         raise InvalidToken(msg) from None
+    if not _names_credential(context):
+        msg = "form token names no link secret or signing key"
+        raise InvalidToken(msg)
     if context.expires_at < (time.time() if now is None else now):
         raise ExpiredToken(context)
     return context
+
+
+def _names_credential(context: FormContext) -> bool:
+    """Return whether the context names exactly the credential of its link:
+    a secret id for a raw link, a key id for a signed link."""
+    if context.signed_link:
+        return context.key_id is not None and context.secret_id is None
+    return context.secret_id is not None and context.key_id is None
 
 
 def _tenant_mac(key: bytes, tenant_id: str) -> str:

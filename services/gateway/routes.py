@@ -148,13 +148,14 @@ def _context(
     settings: GatewaySettings,
     opened_by: form_token.FormContext | None = None,
 ) -> form_token.FormContext:
-    """Build a form's context; `opened_by` carries a signed link's fixed
-    values over from the form that was posted."""
+    """Build a form's context; `opened_by` carries the opening secret or key
+    and a signed link's fixed values over from the form that was posted."""
     if opened_by is None:
-        signed = found.signed
+        signed, secret_id, key_id = found.signed, found.secret_id, found.key_id
         location, category = found.preset_location, found.preset_category
     else:
         signed = opened_by.signed_link
+        secret_id, key_id = opened_by.secret_id, opened_by.key_id
         location, category = opened_by.preset_location, opened_by.preset_category
     return form_token.FormContext(
         tenant_id=found.tenant.tenant_id,
@@ -166,6 +167,8 @@ def _context(
         submission_id=submission_id,
         expires_at=int(time.time()) + settings.form_ttl_seconds,
         signed_link=signed,
+        secret_id=secret_id,
+        key_id=key_id,
         preset_location=location,
         preset_category=category,
     )
@@ -315,14 +318,17 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
     if repeated is not None:
         return repeated
 
-    # Step 3: check again that intake is on and the person active.
+    # Step 3: check again that intake is on, the person active and the secret
+    # or key that opened the form still valid. An expired token gets a fresh
+    # one only after this check, so a revoked secret cannot renew its forms.
     directory: Directory = state.directory
     try:
         found = await directory.recheck(
             context.tenant_id,
             context.personnel_number,
             request_id,
-            signed=context.signed_link,
+            secret_id=context.secret_id,
+            key_id=context.key_id,
         )
     except DependencyUnavailable as exc:
         _unavailable(exc, request_id)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 
 SECRET_BYTES = 24
 """192 bits from `secrets`; the link contract asks for at least 128."""
+
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def generate() -> str:
@@ -17,3 +20,10 @@ def generate() -> str:
 def digest(secret: str) -> bytes:
     """Return the SHA-256 of `secret`, the only form that is stored."""
     return hashlib.sha256(secret.encode("utf-8")).digest()
+
+
+def parse_hex_digest(text: str) -> bytes | None:
+    """Return the digest that `text` spells as 64 lowercase hex digits, else None."""
+    if _HEX_DIGEST.fullmatch(text) is None:
+        return None
+    return bytes.fromhex(text)

@@ -1,14 +1,15 @@
-"""Decide whether a link secret or tenant id may open a ticket form."""
+"""Decide whether a link secret, signed link or tenant id may open a ticket form."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import uuid
+from typing import Literal
 
 import asyncpg
 
-from services.tenant import repository
+from services.tenant import link_secret, repository
 from shared import messages, signed_link
 
 logger = logging.getLogger(__name__)
@@ -25,36 +26,96 @@ def _form(tenant: repository.Tenant) -> messages.TenantForm:
     )
 
 
+def _secret_rejection(
+    secret: repository.SecretInfo, now: dt.datetime
+) -> messages.TenantRejection | None:
+    """Return why a secret opens nothing at `now`, or None while it works.
+
+    A rotation's grace period is the secret's `expires_at`, so the secret
+    keeps working until then.
+    """
+    if secret.revoked_at is not None and secret.revoked_at <= now:
+        return "revoked_secret"
+    if secret.expires_at is not None and secret.expires_at <= now:
+        return "expired_secret"
+    return None
+
+
+def _key_rejection(
+    key: repository.SigningKeyInfo, now: dt.datetime
+) -> Literal["revoked_key", "expired_key"] | None:
+    """Return why a signing key verifies nothing at `now`, or None while it works."""
+    if key.revoked_at is not None and key.revoked_at <= now:
+        return "revoked_key"
+    if key.expires_at is not None and key.expires_at <= now:
+        return "expired_key"
+    return None
+
+
 async def resolve_secret(
     pool: asyncpg.Pool, request: messages.ResolveSecret
 ) -> messages.TenantResolved:
     """Return the tenant a secret opens, or the reason it opens nothing."""
-    match = await repository.find_by_secret(pool, request.secret)
+    wanted = link_secret.parse_hex_digest(request.secret_sha256)
+    if wanted is None:
+        return messages.TenantResolved(reason="unknown_secret")
+    match = await repository.find_by_secret_digest(pool, wanted)
     if match is None:
         return messages.TenantResolved(reason="unknown_secret")
-    now = dt.datetime.now(dt.UTC)
-    if match.secret.revoked_at is not None and match.secret.revoked_at <= now:
-        return messages.TenantResolved(reason="revoked_secret")
-    if match.secret.expires_at is not None and match.secret.expires_at <= now:
-        return messages.TenantResolved(reason="expired_secret")
+    rejection = _secret_rejection(match.secret, dt.datetime.now(dt.UTC))
+    if rejection is not None:
+        return messages.TenantResolved(reason=rejection)
     if not match.tenant.intake_enabled:
         return messages.TenantResolved(reason="intake_disabled")
     if match.tenant.signed_links_required:
         return messages.TenantResolved(reason="signed_link_required")
     await repository.touch_secret(pool, match.secret)
     return messages.TenantResolved(
-        tenant=_form(match.tenant), secret_expires_at=match.secret.expires_at
+        tenant=_form(match.tenant),
+        secret_expires_at=match.secret.expires_at,
+        secret_id=str(match.secret.id),
     )
+
+
+async def _credential_rejection(
+    pool: asyncpg.Pool, tenant: repository.Tenant, request: messages.GetTenant
+) -> messages.TenantRejection | None:
+    """Return why the secret or key named in `request` no longer opens this
+    tenant's forms, or None when it does or none is named."""
+    now = dt.datetime.now(dt.UTC)
+    if request.secret_id is not None:
+        try:
+            secret_id = uuid.UUID(request.secret_id)
+        except ValueError:
+            return "unknown_secret"
+        secret = await repository.find_tenant_secret(pool, tenant.id, secret_id)
+        if secret is None:
+            return "unknown_secret"
+        rejection = _secret_rejection(secret, now)
+        if rejection is not None:
+            return rejection
+        if tenant.signed_links_required:
+            return "signed_link_required"
+    if request.key_id is not None:
+        key = await repository.find_tenant_signing_key(pool, tenant.id, request.key_id)
+        if key is None:
+            return "unknown_key"
+        return _key_rejection(key, now)
+    return None
 
 
 async def get_form(
     pool: asyncpg.Pool, request: messages.GetTenant
 ) -> messages.TenantResolved:
-    """Return a tenant's form settings while its intake is switched on."""
+    """Return a tenant's form settings while its intake is switched on and the
+    secret or key named in the request still works."""
     try:
         tenant = await repository.get_tenant(pool, uuid.UUID(request.tenant_id))
     except (ValueError, repository.TenantNotFound):
         return messages.TenantResolved(reason="unknown_tenant")
+    rejection = await _credential_rejection(pool, tenant, request)
+    if rejection is not None:
+        return messages.TenantResolved(reason=rejection)
     if not tenant.intake_enabled:
         return messages.TenantResolved(reason="intake_disabled")
     return messages.TenantResolved(tenant=_form(tenant))
@@ -81,10 +142,9 @@ async def verify_signed_link(
     if match is None:
         return _signed_rejection("unknown_key")
     now = dt.datetime.now(dt.UTC)
-    if match.info.revoked_at is not None and match.info.revoked_at <= now:
-        return _signed_rejection("revoked_key")
-    if match.info.expires_at is not None and match.info.expires_at <= now:
-        return _signed_rejection("expired_key")
+    key_rejection = _key_rejection(match.info, now)
+    if key_rejection is not None:
+        return _signed_rejection(key_rejection)
     token = signed_link.SignedToken(
         key_id=request.key_id, payload=request.payload, signature=request.signature
     )
@@ -117,4 +177,5 @@ async def verify_signed_link(
         personnel_number=claims.personnel_number,
         preset_location=claims.location,
         preset_category=claims.category,
+        key_id=match.info.id,
     )

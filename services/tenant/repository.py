@@ -579,9 +579,11 @@ async def list_audit(
 # --- lookups from the gateway -----------------------------------------------
 
 
-async def find_by_secret(pool: asyncpg.Pool, secret: str) -> SecretMatch | None:
-    """Find the tenant whose secret hashes to the same digest as `secret`."""
-    wanted = link_secret.digest(secret)
+async def find_by_secret_digest(
+    pool: asyncpg.Pool, wanted: bytes
+) -> SecretMatch | None:
+    """Find the secret whose SHA-256 (`link_secret.digest`) is `wanted`, and its
+    tenant."""
     row = await pool.fetchrow(
         "SELECT s.id AS secret_id, s.secret_hash, s.created_at AS secret_created_at,"
         " s.expires_at, s.revoked_at, s.last_used_at,"
@@ -602,6 +604,34 @@ async def find_by_secret(pool: asyncpg.Pool, secret: str) -> SecretMatch | None:
         last_used_at=row["last_used_at"],
     )
     return SecretMatch(tenant=_tenant(row), secret=info)
+
+
+async def find_tenant_secret(
+    pool: asyncpg.Pool, tenant_id: uuid.UUID, secret_id: uuid.UUID
+) -> SecretInfo | None:
+    """Return the tenant's secret with id `secret_id`, or None, also when the
+    secret belongs to another tenant."""
+    row = await pool.fetchrow(
+        f"SELECT {_SECRET_COLUMNS} FROM tenant.link_secrets"
+        " WHERE id = $1 AND tenant_id = $2",
+        secret_id,
+        tenant_id,
+    )
+    return None if row is None else _secret(row)
+
+
+async def find_tenant_signing_key(
+    pool: asyncpg.Pool, tenant_id: uuid.UUID, key_id: str
+) -> SigningKeyInfo | None:
+    """Return the tenant's signing key with id `key_id` (without the key), or
+    None, also when the key belongs to another tenant."""
+    row = await pool.fetchrow(
+        f"SELECT {_KEY_COLUMNS} FROM tenant.signing_keys"
+        " WHERE id = $1 AND tenant_id = $2",
+        key_id,
+        tenant_id,
+    )
+    return None if row is None else _key_info(row)
 
 
 async def touch_secret(pool: asyncpg.Pool, secret: SecretInfo) -> None:

@@ -242,6 +242,7 @@ FORM = messages.TenantForm(
     categories=["IT"],
 )
 PERSON = messages.Person(personnel_number="004711", display_name="Jörg Bäcker")
+SECRET_ID = "5d2e7c10-8b3a-4f6e-9c21-7a4b0e1f3d59"
 
 
 async def wait_connected(nc: Client, reconnects: int, timeout: float = 20.0) -> None:
@@ -266,7 +267,7 @@ async def test_reconnect_clears_cache(tmp_path: Path) -> None:
 
         async def resolve_secret(msg: Msg) -> None:
             secret_requests.append(msg)
-            reply = messages.TenantResolved(tenant=FORM)
+            reply = messages.TenantResolved(tenant=FORM, secret_id=SECRET_ID)
             await msg.respond(messages.ENCODER.encode(reply))
 
         async def resolve_person(msg: Msg) -> None:
@@ -281,6 +282,7 @@ async def test_reconnect_clears_cache(tmp_path: Path) -> None:
         first = await directory.resolve_link("k7Q2xLm9Rt4vZp1W", "004711", "r1")
         cached = await directory.resolve_link("k7Q2xLm9Rt4vZp1W", "004711", "r2")
         assert isinstance(first, Reporter)
+        assert first.secret_id == SECRET_ID
         assert cached == first
         assert len(secret_requests) == 1
 

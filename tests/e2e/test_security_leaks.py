@@ -5,14 +5,14 @@ link, and sends invalid links with the same secret. Then every log file of
 every service process, every message on every JetStream stream (tickets and
 the gateway's key-value bucket), every message on NATS during the flow,
 every row of every table in every schema, and every response are searched
-for the secret, its percent-encoded form, its first 12 characters, the
-signing key and the link's signature.
+for the secret, its percent-encoded form, its first 12 characters, its
+SHA-256 digest, the signing key and the link's signature.
 
-The only places allowed are the ones the design needs: the `ResolveSecret`
-request that carries the secret to the tenant service, the
-`VerifySignedLink` request that carries the signature, and the
-`tenant.signing_keys` table, which keeps the key so that it can check
-signatures.
+The secret itself appears nowhere. The only places allowed are the ones the
+design needs: the `ResolveSecret` request and the `tenant.link_secrets`
+table carry the secret's digest, the `VerifySignedLink` request carries the
+signature, and the `tenant.signing_keys` table keeps the key so that the
+tenant service can check signatures.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
 from linkdesk.processes import Stack
-from shared import signed_link, subjects
+from shared import messages, messaging, signed_link, subjects
 from tests.helpers import LINK_PATH, VALID_FIELDS, Admin, form_token, post_form
 
 FLOW_TIMEOUT = 60.0
@@ -47,6 +47,7 @@ class Secrets:
             "secret": self.secret,
             "percent-encoded secret": quote(self.secret, safe=""),
             "secret prefix": self.secret[:12],
+            "secret digest": messages.secret_sha256(self.secret),
             "signing key": self.key,
         }
         if self.signature:
@@ -189,12 +190,11 @@ async def test_secret_and_key_leak_nowhere(
     finally:
         await nc.close()
 
-    # NATS during the flow: only the lookups that need them carry them.
+    # NATS during the flow: the secret never travels, and only the lookups
+    # that need them carry the digest and the signature.
     assert captured_messages, "the wiretap saw no NATS traffic"
     allowed_subjects = {
-        "secret": subjects.TENANT_RESOLVE_SECRET,
-        "percent-encoded secret": subjects.TENANT_RESOLVE_SECRET,
-        "secret prefix": subjects.TENANT_RESOLVE_SECRET,
+        "secret digest": subjects.TENANT_RESOLVE_SECRET,
         "signature": subjects.TENANT_VERIFY_SIGNED_LINK,
     }
     seen: set[str] = set()
@@ -203,7 +203,7 @@ async def test_secret_and_key_leak_nowhere(
             assert subject == allowed_subjects.get(name), (name, subject)
             seen.add(name)
     # The search finds what is there: the lookups did carry both.
-    assert {"secret", "signature"} <= seen
+    assert seen == {"secret digest", "signature"}
 
     for stream, subject, data in stored:
         assert holders(data, known) == [], (stream, subject)
@@ -221,9 +221,47 @@ async def test_secret_and_key_leak_nowhere(
     for path in log_files:
         assert holders(path.read_bytes(), known) == [], path.name
 
+    stored_by_design: dict[str, dict[str, Any]] = {
+        "signing key": {"tenant.signing_keys": 1},
+        # A bytea column's text form is `\x` and the lowercase hex digits.
+        "secret digest": {"tenant.link_secrets": 1},
+    }
     for name, value in known.needles().items():
         rows = await table_rows_with(database_url, value)
-        expected: dict[str, Any] = (
-            {"tenant.signing_keys": 1} if name == "signing key" else {}
+        assert rows == stored_by_design.get(name, {}), name
+
+
+async def test_resolve_secret_accepts_only_digest(admin: Admin, nats_url: str) -> None:
+    tenant = admin.create_tenant_with_person("004711", "Jörg Bäcker")
+    digest = messages.secret_sha256(tenant.secret)
+    nc = await messaging.connect([nats_url], "test-resolve-secret")
+
+    async def resolve(value: str) -> messages.TenantResolved:
+        return await messaging.request(
+            nc,
+            subjects.TENANT_RESOLVE_SECRET,
+            messages.ResolveSecret(secret_sha256=value),
+            messages.TenantResolved,
+            timeout=5.0,
         )
-        assert rows == expected, name
+
+    try:
+        found = await resolve(digest)
+        not_digests = {
+            "the secret itself": tenant.secret,
+            "uppercase hex": digest.upper(),
+            "63 digits": digest[:-1],
+            "65 digits": digest + "0",
+            "non-hex digit": "g" + digest[1:],
+            "empty": "",
+        }
+        rejected = {name: await resolve(value) for name, value in not_digests.items()}
+    finally:
+        await nc.close()
+
+    assert found.tenant is not None
+    assert found.tenant.tenant_id == tenant.id
+    assert found.secret_id == tenant.secret_id
+    for name, reply in rejected.items():
+        assert reply.tenant is None, name
+        assert reply.reason == "unknown_secret", name

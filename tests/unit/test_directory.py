@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from services.gateway.directory import LookupCache
+from services.gateway.directory import LookupCache, ResolvedSecret
 from shared import messages
 
 TENANT_A = "6f1c0e0a-0000-4000-8000-00000000000a"
@@ -25,10 +25,11 @@ class Clock:
         return self.now
 
 
-def form(tenant_id: str) -> messages.TenantForm:
-    return messages.TenantForm(
+def resolved(tenant_id: str) -> ResolvedSecret:
+    form = messages.TenantForm(
         tenant_id=tenant_id, name="Heim", language="de", categories=["IT"]
     )
+    return ResolvedSecret(form, secret_id="0b8f5a52-2f4e-4d62-9a43-5b1c7e9d0a11")
 
 
 def person(number: str) -> messages.Person:
@@ -39,11 +40,11 @@ def test_entry_kept_until_ttl() -> None:
     clock = Clock()
     cache = LookupCache(30, clock=clock)
     key = cache.secret_key("k7Q2xLm9Rt4vZp1W")
-    cache.store_tenant(key, form(TENANT_A), cache.snapshot())
+    cache.store_tenant(key, resolved(TENANT_A), cache.snapshot())
     cache.store_person(TENANT_A, "004711", person("004711"), cache.snapshot())
 
     clock.now += 29.9
-    assert cache.tenant(key) == form(TENANT_A)
+    assert cache.tenant(key) == resolved(TENANT_A)
     assert cache.person(TENANT_A, "004711") == person("004711")
 
     clock.now += 0.1
@@ -55,7 +56,7 @@ def test_entry_kept_until_ttl() -> None:
 def test_zero_ttl_stores_nothing() -> None:
     cache = LookupCache(0)
     key = cache.secret_key("k7Q2xLm9Rt4vZp1W")
-    cache.store_tenant(key, form(TENANT_A), cache.snapshot())
+    cache.store_tenant(key, resolved(TENANT_A), cache.snapshot())
     cache.store_person(TENANT_A, "004711", person("004711"), cache.snapshot())
     assert not cache.enabled
     assert cache.tenant(key) is None
@@ -77,8 +78,8 @@ def test_drop_tenant_keeps_other_tenants() -> None:
     key_a = cache.secret_key("secret-a")
     key_b = cache.secret_key("secret-b")
     snapshot = cache.snapshot()
-    cache.store_tenant(key_a, form(TENANT_A), snapshot)
-    cache.store_tenant(key_b, form(TENANT_B), snapshot)
+    cache.store_tenant(key_a, resolved(TENANT_A), snapshot)
+    cache.store_tenant(key_b, resolved(TENANT_B), snapshot)
     cache.store_person(TENANT_A, "004711", person("004711"), snapshot)
     cache.store_person(TENANT_B, "004711", person("004711"), snapshot)
 
@@ -86,7 +87,7 @@ def test_drop_tenant_keeps_other_tenants() -> None:
 
     assert cache.tenant(key_a) is None
     assert cache.person(TENANT_A, "004711") is None
-    assert cache.tenant(key_b) == form(TENANT_B)
+    assert cache.tenant(key_b) == resolved(TENANT_B)
     assert cache.person(TENANT_B, "004711") == person("004711")
 
 
@@ -96,7 +97,7 @@ def test_answer_older_than_drop_not_stored() -> None:
     before_event = cache.snapshot()
     # The event arrives while the lookup waits for its reply.
     cache.drop_tenant(TENANT_A)
-    cache.store_tenant(key, form(TENANT_A), before_event)
+    cache.store_tenant(key, resolved(TENANT_A), before_event)
     cache.store_person(TENANT_A, "004711", person("004711"), before_event)
     assert cache.tenant(key) is None
     assert cache.person(TENANT_A, "004711") is None
@@ -107,14 +108,14 @@ def test_drop_of_other_tenant_does_not_block_store() -> None:
     key = cache.secret_key("k7Q2xLm9Rt4vZp1W")
     snapshot = cache.snapshot()
     cache.drop_tenant(TENANT_B)
-    cache.store_tenant(key, form(TENANT_A), snapshot)
-    assert cache.tenant(key) == form(TENANT_A)
+    cache.store_tenant(key, resolved(TENANT_A), snapshot)
+    assert cache.tenant(key) == resolved(TENANT_A)
 
 
 def test_answer_older_than_clear_not_stored() -> None:
     cache = LookupCache(30)
     key = cache.secret_key("k7Q2xLm9Rt4vZp1W")
-    cache.store_tenant(key, form(TENANT_A), cache.snapshot())
+    cache.store_tenant(key, resolved(TENANT_A), cache.snapshot())
     in_flight = cache.snapshot()
     cache.clear()
     cache.store_person(TENANT_A, "004711", person("004711"), in_flight)
@@ -127,10 +128,10 @@ def test_secret_expiry_shortens_ttl() -> None:
     cache = LookupCache(30, clock=clock)
     key = cache.secret_key("k7Q2xLm9Rt4vZp1W")
     expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
-    cache.store_tenant(key, form(TENANT_A), cache.snapshot(), expires_at)
+    cache.store_tenant(key, resolved(TENANT_A), cache.snapshot(), expires_at)
 
     clock.now += 4
-    assert cache.tenant(key) == form(TENANT_A)
+    assert cache.tenant(key) == resolved(TENANT_A)
     clock.now += 1.5
     assert cache.tenant(key) is None
 
@@ -139,7 +140,7 @@ def test_expired_secret_not_stored() -> None:
     cache = LookupCache(30)
     key = cache.secret_key("k7Q2xLm9Rt4vZp1W")
     expired = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-    cache.store_tenant(key, form(TENANT_A), cache.snapshot(), expired)
+    cache.store_tenant(key, resolved(TENANT_A), cache.snapshot(), expired)
     assert cache.tenant(key) is None
 
 

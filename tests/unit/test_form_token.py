@@ -33,6 +33,7 @@ def make_context(**changes: object) -> FormContext:
         "categories": ["IT", "null", "2.50"],
         "submission_id": "0b8f5a52-2f4e-4d62-9a43-5b1c7e9d0a11",
         "expires_at": NOW + 3600,
+        "secret_id": "5d2e7c10-8b3a-4f6e-9c21-7a4b0e1f3d59",
     }
     fields.update(changes)
     return FormContext(**fields)  # type: ignore[arg-type]
@@ -175,5 +176,39 @@ def test_default_now_is_current_time() -> None:
 def test_expired_token_with_wrong_key_is_invalid() -> None:
     # The signature is checked first, so an expired forgery reveals nothing.
     token = sign(OTHER_KEY, make_context(expires_at=NOW - 1))
+    with pytest.raises(InvalidToken):
+        verify(KEY, token, now=NOW)
+
+
+def test_signed_link_context_round_trips() -> None:
+    context = make_context(signed_link=True, secret_id=None, key_id="3f9a0c7e5b21d846")
+    assert verify(KEY, sign(KEY, context), now=NOW) == context
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"secret_id": None}, id="raw-link-without-secret"),
+        pytest.param({"key_id": "3f9a0c7e5b21d846"}, id="raw-link-with-key"),
+        pytest.param(
+            {"signed_link": True, "secret_id": None}, id="signed-link-without-key"
+        ),
+        pytest.param(
+            {"signed_link": True, "key_id": "3f9a0c7e5b21d846"},
+            id="signed-link-with-secret",
+        ),
+    ],
+)
+def test_token_without_its_credential_rejected(changes: dict[str, object]) -> None:
+    # Forms signed before tokens named their secret or key, and contexts that
+    # name the wrong kind, cannot be checked for a revocation at submit time.
+    token = sign(KEY, make_context(**changes))
+    with pytest.raises(InvalidToken, match="no link secret or signing key"):
+        verify(KEY, token, now=NOW)
+
+
+def test_expired_token_without_credential_is_invalid() -> None:
+    # Not ExpiredToken, so the gateway never signs a fresh form for it.
+    token = sign(KEY, make_context(secret_id=None, expires_at=NOW - 1))
     with pytest.raises(InvalidToken):
         verify(KEY, token, now=NOW)
