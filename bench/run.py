@@ -31,7 +31,7 @@ import httpx
 import msgspec
 import nats
 
-from bench import micro, profile, report, wrk
+from bench import durability, micro, profile, report, wrk
 from bench.system import System, free_port, rss_mb
 from services.gateway import form_token, submission
 from shared import messages, subjects
@@ -495,10 +495,15 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         ]
+        results["micro"] += [  # type: ignore[operator]
+            {**asdict(rate), "per_second": rate.per_second}
+            for rate in durability.sync_always_rates(
+                work, count, min(10.0, args.seconds)
+            )
+        ]
         for rate in results["micro"]:  # type: ignore[attr-defined]
             print(
                 f"{rate['name']:<40} c={rate['concurrency']:<3}"
-                f" {rate['per_second']:8.0f}/s",
                 f" {rate['per_second']:8.0f}/s",
                 flush=True,
             )
