@@ -56,10 +56,15 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
             extra={"event": "lookup_cache_configured", "ttl_seconds": cache.ttl},
         )
         app.state.directory = Directory(nc, app.state.settings.request_timeout, cache)
-        app.state.shared_state, app.state.rate_limiter = rate_limit.build(
+        shared_state, limiter = rate_limit.build(
             nc, app.state.settings, gateway_metrics.registry
         )
-        yield
+        app.state.shared_state, app.state.rate_limiter = shared_state, limiter
+        try:
+            yield
+        finally:
+            # Before the connection drains: write the waiting submission counts.
+            await limiter.close(timeout=4 * shared_state.timeout)
 
 
 async def _readiness(state: State) -> dict[str, bool]:

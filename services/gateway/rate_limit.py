@@ -13,7 +13,16 @@ Two kinds of limit, each with settings in `GatewaySettings`:
   random secrets creates no keys except the address's.
 - Accepted submissions per person and per tenant, counted in fixed windows.
   Both are generous: staff behind one shared address are not limited by
-  address at all here.
+  address at all here. Each process adds its accepted submissions up in
+  memory and writes the sums in the background (`BatchedCounters`), so
+  other replicas see them at most one flush interval late.
+
+A failed-lookup key that this process read or wrote within
+`LINK_READ_CACHE_SECONDS` is not read again when the remembered entry
+decides the request anyway: no failures, a running block, or a slot that
+compare-and-set claims. An entry with some failures below the free ones is
+always read again, and every failure is counted with a fresh
+compare-and-set.
 
 Keys are keyed hashes (HMAC-SHA256 with the form key) of the secret, the
 address or the person, so the bucket holds no secret, address or number.
@@ -29,7 +38,6 @@ import hmac
 import ipaddress
 import logging
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,8 +45,13 @@ from typing import Literal, get_args
 
 import msgspec
 from nats.aio.client import Client
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from services.gateway.batched_counters import (
+    MAX_SWAP_ATTEMPTS,
+    BatchedCounters,
+    pause_after_conflict,
+)
 from services.gateway.settings import GatewaySettings, RateLimitSettings
 from services.gateway.shared_state import SharedState, StateUnavailable
 
@@ -51,12 +64,8 @@ Limit = Literal[
     "submissions_per_tenant",
 ]
 
-MAX_SWAP_ATTEMPTS = 10
-"""Compare-and-set attempts on one key before giving up on a write."""
-
-SWAP_JITTER_SECONDS = 0.005
-"""Upper bound of the random pause after a lost compare-and-set, times the
-attempt number, so that writers that collided do not collide again."""
+LINK_READ_CACHE_SECONDS = 1.0
+"""Age up to which a remembered failed-lookup entry may decide a request."""
 
 MAX_LOGGED_KEYS = 10_000
 """Keys remembered for the once-per-window log line; the oldest go first."""
@@ -81,10 +90,6 @@ class _Backoff(msgspec.Struct, kw_only=True):
     """Unix time before which the key's next attempt is refused."""
 
 
-class _Count(msgspec.Struct, kw_only=True):
-    count: int
-
-
 def client_network(host: str | None) -> str:
     """Return the address that limits count by: an IPv4 address, or the /64
     network of an IPv6 address, because providers usually assign a whole /64
@@ -102,11 +107,6 @@ def client_network(host: str | None) -> str:
     return str(address)
 
 
-async def _pause(attempt: int) -> None:
-    # Not a secret: jitter only spreads colliding writers apart.
-    await asyncio.sleep(random.uniform(0, SWAP_JITTER_SECONDS * attempt))  # noqa: S311
-
-
 class RateLimitMetrics:
     """Counters of rejections and of checks that failed open."""
 
@@ -120,6 +120,12 @@ class RateLimitMetrics:
         self.unavailable = Counter(
             "linkdesk_rate_limit_unavailable",
             "Rate-limit checks skipped because the key-value bucket did not answer.",
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "linkdesk_rate_limit_pending_increments",
+            "Increments of the submission limits (one per limit and accepted "
+            "submission) not yet written to the key-value bucket.",
             registry=registry,
         )
         for limit in get_args(Limit):
@@ -136,13 +142,23 @@ class RateLimiter:
         hash_key: bytes,
         metrics: RateLimitMetrics,
         clock: Callable[[], float] = time.time,
+        *,
+        counters: BatchedCounters | None = None,
+        read_cache_seconds: float = LINK_READ_CACHE_SECONDS,
     ) -> None:
         self.state = state
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
+        self.read_cache_seconds = read_cache_seconds
+        self.counters = counters or BatchedCounters(state, clock=clock)
+        metrics.pending.set_function(self.counters.pending_total)
         self._hash_key = hash_key
         self._logged: dict[str, float] = {}
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """Write the waiting submission counts, for at most `timeout` seconds."""
+        await self.counters.close(timeout)
 
     def _key(self, kind: str, value: str) -> str:
         digest = hmac.new(
@@ -165,11 +181,37 @@ class RateLimiter:
         quiet_since = max(entry.last, entry.until)
         return now - quiet_since > self.settings.failure_window_seconds
 
+    def _decides(self, entry: _Backoff | None, free: int) -> bool:
+        """Return whether a remembered entry may decide without a fresh read.
+
+        Absent means no failure was seen, and a running block or a claim
+        (checked by compare-and-set) are safe to act on. An entry with a few
+        failures may have gained more on other replicas, so it is read again.
+        """
+        if entry is None:
+            return True
+        now = self.clock()
+        if now < entry.until:
+            return True
+        return entry.failures >= free and not self._stale(entry, now)
+
+    async def _backoff_entry(
+        self, key: str, free: int | None = None
+    ) -> tuple[_Backoff | None, int]:
+        """Return the key's entry and revision, remembered when `free` is None
+        (a compare-and-set follows) or the entry decides for `free` failures."""
+        remembered = self.state.recent(key, _Backoff, self.read_cache_seconds)
+        if remembered is not None and (
+            free is None or self._decides(remembered[0], free)
+        ):
+            return remembered
+        return await self.state.get(key, _Backoff, remember=True)
+
     async def _check_backoff(self, key: str, free: int) -> float | None:
         """Return the seconds to wait, or None when an attempt may go ahead."""
+        entry, revision = await self._backoff_entry(key, free)
         for _ in range(MAX_SWAP_ATTEMPTS):
             now = self.clock()
-            entry, revision = await self.state.get(key, _Backoff)
             if entry is None or (now >= entry.until and self._stale(entry, now)):
                 return None
             if now < entry.until:
@@ -183,15 +225,20 @@ class RateLimiter:
                 last=entry.last,
                 until=now + self._delay(entry.failures + 1, free),
             )
-            if await self.state.swap(key, claimed, revision):
+            if await self.state.swap(key, claimed, revision) is not None:
                 return None
+            entry, revision = await self.state.get(
+                key, _Backoff, leader=True, remember=True
+            )
         # Other requests kept claiming the key: this one waits for the next.
         return 1.0
 
     async def _record_failure(self, key: str, free: int) -> None:
+        # A remembered entry is only the first guess: compare-and-set rejects
+        # it if the key changed since, and the loop reads it again.
+        entry, revision = await self._backoff_entry(key)
         for attempt in range(1, MAX_SWAP_ATTEMPTS + 1):
             now = self.clock()
-            entry, revision = await self.state.get(key, _Backoff)
             if entry is None or (now >= entry.until and self._stale(entry, now)):
                 failures, until = 1, 0.0
             else:
@@ -201,9 +248,12 @@ class RateLimiter:
                 last=now,
                 until=max(until, now + self._delay(failures, free)),
             )
-            if await self.state.swap(key, updated, revision):
+            if await self.state.swap(key, updated, revision) is not None:
                 return
-            await _pause(attempt)
+            await pause_after_conflict(attempt)
+            entry, revision = await self.state.get(
+                key, _Backoff, leader=True, remember=True
+            )
         logger.warning(
             "failed link lookup not counted: the key kept changing",
             extra={"event": "rate_limit_write_conflict", "key": key},
@@ -283,39 +333,36 @@ class RateLimiter:
     async def check_submission(
         self, tenant_id: str, personnel_number: str
     ) -> Blocked | None:
-        """Return `Blocked` when the person or the tenant used up the window."""
+        """Return `Blocked` when the person or the tenant used up the window.
+
+        Compares the bucket's count plus this process's unwritten increments
+        with each limit.
+        """
         now = self.clock()
         window, keys = self._submission_keys(tenant_id, personnel_number, now)
         window_end = (window + 1) * self.settings.submission_window_seconds
         try:
-            for limit, key, maximum in keys:
-                entry, _ = await self.state.get(key, _Count)
-                if entry is not None and entry.count >= maximum:
-                    return self._blocked(limit, key, window_end - now)
+            counts = await asyncio.gather(
+                *(self.counters.value(key, window_end) for _, key, _ in keys)
+            )
         except StateUnavailable:
             self.metrics.unavailable.inc()
+            return None
+        for (limit, key, maximum), count in zip(keys, counts, strict=True):
+            if count >= maximum:
+                return self._blocked(limit, key, window_end - now)
         return None
 
     async def count_submission(self, tenant_id: str, personnel_number: str) -> None:
-        """Count one accepted submission for the person and the tenant."""
-        _, keys = self._submission_keys(tenant_id, personnel_number, self.clock())
-        try:
-            for _, key, _ in keys:
-                await self._increment(key)
-        except StateUnavailable:
-            self.metrics.unavailable.inc()
+        """Count one accepted submission for the person and the tenant.
 
-    async def _increment(self, key: str) -> None:
-        for attempt in range(1, MAX_SWAP_ATTEMPTS + 1):
-            entry, revision = await self.state.get(key, _Count)
-            count = 1 if entry is None else entry.count + 1
-            if await self.state.swap(key, _Count(count=count), revision):
-                return
-            await _pause(attempt)
-        logger.warning(
-            "submission not counted: the key kept changing",
-            extra={"event": "rate_limit_write_conflict", "key": key},
-        )
+        Returns at once: the counts reach the bucket in the background.
+        """
+        now = self.clock()
+        window, keys = self._submission_keys(tenant_id, personnel_number, now)
+        window_end = (window + 1) * self.settings.submission_window_seconds
+        for _, key, _ in keys:
+            self.counters.add(key, window_end)
 
     # --- rejections ----------------------------------------------------------
 

@@ -110,6 +110,25 @@ def miss_until_blocked(
     pytest.fail(f"no 429 after {MAX_ATTEMPTS} invalid links")
 
 
+def wait_until_counts_written(gateway: ServiceProcess) -> None:
+    """Wait until the gateway wrote its accepted submissions to the bucket.
+
+    Each replica counts in memory and writes the sums in the background, so
+    another replica reads them only after that write.
+    """
+    deadline = time.monotonic() + 10
+    pending = None
+    while time.monotonic() < deadline:
+        metrics = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+        for line in metrics.splitlines():
+            if line.startswith("linkdesk_rate_limit_pending_increments "):
+                pending = float(line.rsplit(" ", 1)[1])
+        if pending == 0:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"{pending} increments still unwritten after 10 s")
+
+
 def log_events(path: Path, event: str) -> list[dict[str, Any]]:
     lines = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -220,6 +239,7 @@ async def test_submissions_per_person_limited(
         if attempt < SUBMISSIONS_PER_PERSON:
             assert answer.status_code == 303, answer.text[:300]
             references.append(answer.headers["location"])
+            wait_until_counts_written(gateway)
             continue
         assert answer.status_code == 429
         assert int(answer.headers["retry-after"]) >= 1

@@ -2,14 +2,18 @@
 
 Each test gets a bucket of its own. Two `RateLimiter`s on one bucket stand
 for two gateway replicas. The clock is a parameter of the limiter, so the
-backoff schedule is checked to the second without waiting.
+backoff schedule is checked to the second without waiting. Submission
+counts reach the bucket in the background, so tests that read another
+replica's counts first flush them with `flush()`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import nats
 import pytest
@@ -17,13 +21,16 @@ from nats.aio.client import Client
 from prometheus_client import CollectorRegistry
 
 from services.gateway import form_ledger
+from services.gateway.batched_counters import BatchedCounters
 from services.gateway.rate_limit import (
     RateLimiter,
     RateLimitMetrics,
     client_network,
 )
 from services.gateway.settings import RateLimitSettings
-from services.gateway.shared_state import SharedState
+from services.gateway.shared_state import SharedState, StateUnavailable
+
+T = TypeVar("T")
 
 HASH_KEY = b"k" * 32
 ADDRESS = "203.0.113.7"
@@ -49,12 +56,22 @@ class Clock:
         return self.now
 
 
+_open_limiters: list[RateLimiter] = []
+
+
+async def close_limiters() -> None:
+    """Stop the background writers of every limiter a test made."""
+    while _open_limiters:
+        await _open_limiters.pop().close(timeout=2.0)
+
+
 @pytest.fixture
 async def nc(nats_url: str) -> AsyncIterator[Client]:
     client = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=3)
     try:
         yield client
     finally:
+        await close_limiters()
         await client.close()
 
 
@@ -69,10 +86,64 @@ def limiter(
     clock: Clock,
     limits: RateLimitSettings = LIMITS,
     registry: CollectorRegistry | None = None,
+    state: SharedState | None = None,
+    flush_after: int = 100,
 ) -> RateLimiter:
-    state = SharedState(nc, bucket, ttl_seconds=7200, timeout=2.0)
+    state = state or SharedState(nc, bucket, ttl_seconds=7200, timeout=2.0)
     metrics = RateLimitMetrics(registry or CollectorRegistry())
-    return RateLimiter(state, limits, HASH_KEY, metrics, clock)
+    counters = BatchedCounters(state, flush_after=flush_after, clock=clock)
+    rate_limiter = RateLimiter(
+        state, limits, HASH_KEY, metrics, clock, counters=counters
+    )
+    _open_limiters.append(rate_limiter)
+    return rate_limiter
+
+
+class CountingState(SharedState):
+    """The real bucket, counting reads and writes."""
+
+    def __init__(
+        self, nc: Client, bucket: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__(nc, bucket, ttl_seconds=7200, timeout=2.0, clock=clock)
+        self.reads = 0
+        self.writes = 0
+
+    async def get(
+        self, key: str, kind: type[T], *, leader: bool = False, remember: bool = False
+    ) -> tuple[T | None, int]:
+        self.reads += 1
+        return await super().get(key, kind, leader=leader, remember=remember)
+
+    async def swap(self, key: str, value: object, revision: int) -> int | None:
+        self.writes += 1
+        return await super().swap(key, value, revision)
+
+
+class FailingWrites(SharedState):
+    """The real bucket, whose first `failures` writes raise `StateUnavailable`.
+
+    `stored=True` writes the value before raising, as when the bucket stored
+    a write and its acknowledgement got lost.
+    """
+
+    def __init__(self, nc: Client, bucket: str, failures: int, *, stored: bool) -> None:
+        super().__init__(nc, bucket, ttl_seconds=7200, timeout=2.0)
+        self.failures_left = failures
+        self.stored = stored
+
+    async def swap(self, key: str, value: object, revision: int) -> int | None:
+        if self.failures_left <= 0:
+            return await super().swap(key, value, revision)
+        self.failures_left -= 1
+        if self.stored:
+            await super().swap(key, value, revision)
+        raise StateUnavailable("simulated failure", write_uncertain=True)
+
+
+async def flush_all(limiters: list[RateLimiter]) -> None:
+    for rl in limiters:
+        await rl.counters.flush()
 
 
 async def fail(rl: RateLimiter, times: int, reason: str = "unknown_secret") -> None:
@@ -241,9 +312,167 @@ async def test_concurrent_counts_not_lost(nc: Client, bucket: str) -> None:
     await asyncio.gather(
         *(rl.count_submission(tenant, "004711") for rl in replicas for _ in range(3))
     )
+    await flush_all(replicas)
     assert await replicas[0].check_submission(tenant, "004711") is None
     await replicas[0].count_submission(tenant, "004711")
+    await flush_all(replicas)
     assert await replicas[1].check_submission(tenant, "004711") is not None
+
+
+async def count_of(
+    nc: Client, bucket: str, clock: Clock, tenant: str, expected: int
+) -> tuple[bool, bool]:
+    """Return whether a new replica finds at least `expected` and at least
+    `expected + 1` submissions of the person in the bucket."""
+    results = []
+    for limit in (expected, expected + 1):
+        limits = RateLimitSettings(
+            **{
+                **LIMITS.__dict__,
+                "submissions_per_person": limit,
+                "submissions_per_tenant": 0,
+            }
+        )
+        reader = limiter(nc, bucket, clock, limits)
+        results.append(await reader.check_submission(tenant, "004711") is not None)
+    return results[0], results[1]
+
+
+async def test_two_replicas_count_exactly(nc: Client, bucket: str) -> None:
+    clock = Clock()
+    unlimited = RateLimitSettings(
+        **{
+            **LIMITS.__dict__,
+            "submissions_per_person": 10**9,
+            "submissions_per_tenant": 10**9,
+        }
+    )
+    # One write per increment makes the two replicas' writes collide.
+    replicas = [
+        limiter(nc, bucket, clock, unlimited, flush_after=1),
+        limiter(nc, bucket, clock, unlimited, flush_after=1),
+    ]
+    tenant = str(uuid.uuid4())
+    submissions = 300
+
+    async def accept(number: int) -> None:
+        rl = replicas[number % 2]
+        assert await rl.check_submission(tenant, "004711") is None
+        await asyncio.sleep(0)
+        await rl.count_submission(tenant, "004711")
+
+    await asyncio.gather(*(accept(number) for number in range(submissions)))
+    await flush_all(replicas)
+
+    assert [rl.counters.pending_total() for rl in replicas] == [0, 0]
+    at_least, more = await count_of(nc, bucket, clock, tenant, submissions)
+    assert at_least, f"fewer than {submissions} submissions counted"
+    assert not more, f"more than {submissions} submissions counted"
+
+
+async def test_concurrent_counts_batched(nc: Client, bucket: str) -> None:
+    clock = Clock()
+    state = CountingState(nc, bucket)
+    rl = limiter(nc, bucket, clock, state=state)
+    tenant = str(uuid.uuid4())
+
+    await asyncio.gather(*(rl.count_submission(tenant, "004711") for _ in range(50)))
+    await rl.counters.flush()
+
+    # One write for the person's key and one for the tenant's.
+    assert state.writes == 2
+    at_least, more = await count_of(nc, bucket, clock, tenant, 50)
+    assert at_least
+    assert not more
+
+
+async def test_check_counts_unwritten(nc: Client, bucket: str) -> None:
+    clock = Clock()
+    state = FailingWrites(nc, bucket, failures=100, stored=False)
+    person_only = RateLimitSettings(**{**LIMITS.__dict__, "submissions_per_tenant": 0})
+    rl = limiter(nc, bucket, clock, person_only, state=state)
+    tenant = str(uuid.uuid4())
+
+    await rl.count_submission(tenant, "004711")
+    await rl.counters.flush()
+    assert await rl.check_submission(tenant, "004711") is None
+    await rl.count_submission(tenant, "004711")
+    await rl.counters.flush()
+
+    assert rl.counters.pending_total() == 2
+    blocked = await rl.check_submission(tenant, "004711")
+    assert blocked is not None
+    assert blocked.limit == "submissions_per_person"
+
+
+@pytest.mark.parametrize("stored", [False, True], ids=["not_stored", "ack_lost"])
+async def test_failed_write_counted_once(nc: Client, bucket: str, stored: bool) -> None:
+    clock = Clock()
+    state = FailingWrites(nc, bucket, failures=2, stored=stored)
+    rl = limiter(nc, bucket, clock, state=state)
+    tenant = str(uuid.uuid4())
+    for _ in range(5):
+        await rl.count_submission(tenant, "004711")
+
+    for _ in range(5):
+        await rl.counters.flush()
+        if rl.counters.pending_total() == 0:
+            break
+
+    assert rl.counters.pending_total() == 0
+    at_least, more = await count_of(nc, bucket, clock, tenant, 5)
+    assert at_least, "a submission was lost"
+    assert not more, "a submission was counted twice"
+
+
+async def test_clean_address_read_once(nc: Client, bucket: str) -> None:
+    clock = Clock()
+    monotonic = Clock(100.0)
+    state = CountingState(nc, bucket, clock=monotonic)
+    rl = limiter(nc, bucket, clock, state=state)
+
+    assert await rl.check_link(ADDRESS, SECRET) is None
+    assert state.reads == 2
+    assert await rl.check_link(ADDRESS, SECRET) is None
+    assert state.reads == 2
+
+    monotonic.now += 1.5
+    assert await rl.check_link(ADDRESS, SECRET) is None
+    assert state.reads == 4
+
+
+async def test_failure_seen_despite_remembered_read(nc: Client, bucket: str) -> None:
+    clock = Clock()
+    first, second = limiter(nc, bucket, clock), limiter(nc, bucket, clock)
+    # `first` remembers the address without failures, then `second` counts
+    # some; `first`'s own next failure is counted on top of them.
+    assert await first.check_link(ADDRESS, None) is None
+    await fail(second, 3)
+    await fail(first, 1)
+
+    assert await first.check_link(ADDRESS, None) is not None
+    assert await second.check_link(ADDRESS, None) is not None
+
+
+async def test_bucket_switched_to_direct_get(nc: Client, bucket: str) -> None:
+    js = nc.jetstream(timeout=2.0)
+    await js.create_key_value(bucket=bucket, history=1, ttl=7200)
+    before = await js.stream_info(f"KV_{bucket}")
+    assert not before.config.allow_direct
+
+    state = SharedState(nc, bucket, ttl_seconds=7200, timeout=2.0)
+    assert await state.get("some.key", dict) == (None, 0)
+
+    after = await js.stream_info(f"KV_{bucket}")
+    assert after.config.allow_direct
+
+
+async def test_new_bucket_allows_direct_get(nc: Client, bucket: str) -> None:
+    state = SharedState(nc, bucket, ttl_seconds=7200, timeout=2.0)
+    assert await state.get("some.key", dict) == (None, 0)
+
+    info = await nc.jetstream(timeout=2.0).stream_info(f"KV_{bucket}")
+    assert info.config.allow_direct
 
 
 async def test_unreachable_bucket_fails_open(nats_url: str, bucket: str) -> None:
@@ -263,6 +492,7 @@ async def test_unreachable_bucket_fails_open(nats_url: str, bucket: str) -> None
     await rl.record_link_failure(ADDRESS, None, "unknown_secret")
     skipped = registry.get_sample_value("linkdesk_rate_limit_unavailable_total")
     assert skipped == 2
+    await close_limiters()
 
 
 async def test_ledger_keeps_first_record(nc: Client, bucket: str) -> None:
