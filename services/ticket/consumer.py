@@ -1,11 +1,14 @@
 """Store ticket submissions from the durable JetStream consumer.
 
-A message is acknowledged only after its transaction committed. A message
-whose bytes are not a valid submission is parked in `ticket.parked_messages`
-at once. A message that keeps failing for another reason, such as an unknown
-tenant or a database error, is parked after `TICKET_PARK_AFTER_DELIVERIES`
-deliveries. Parked messages are acknowledged, so the messages behind them
-keep flowing.
+Each fetched batch is stored in one transaction, and its messages are
+acknowledged only after the commit. A submission that cannot be stored is
+rolled back to a savepoint, so the others in its batch are still stored.
+A message whose bytes are not a valid submission is parked in
+`ticket.parked_messages` at once, and so is one whose values PostgreSQL
+rejects as invalid data. A message that keeps failing for another reason,
+such as an unknown tenant or another database error, is parked after
+`TICKET_PARK_AFTER_DELIVERIES` deliveries. Parked messages are acknowledged,
+so the messages behind them keep flowing.
 While the database or the tenant service is unreachable nothing is
 acknowledged and the loop backs off; JetStream keeps every message until it
 is stored.
@@ -19,13 +22,15 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 
 import asyncpg
 import msgspec
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
 from services.ticket import durable, repository
 from services.ticket.config import TicketSettings
@@ -35,17 +40,6 @@ from shared import events, messaging, metrics, streams, subjects
 logger = logging.getLogger(__name__)
 
 _decoder = msgspec.json.Decoder(events.TicketSubmitted)
-
-# Errors that show the database is out of reach rather than that this message
-# is wrong, so the message is retried without being parked.
-_DATABASE_DOWN = (
-    OSError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    TimeoutError,
-)
 
 
 class InvalidSubmission(ValueError):
@@ -92,23 +86,28 @@ def decode_submission(subject: str, data: bytes) -> events.TicketSubmitted:
 
 
 @contextlib.asynccontextmanager
-async def working_on(msg: Msg, interval: float) -> AsyncIterator[None]:
-    """Tell JetStream every `interval` seconds that `msg` is still being worked on.
+async def working_on(messages: Sequence[Msg], interval: float) -> AsyncIterator[None]:
+    """Tell JetStream every `interval` seconds that each message in `messages`
+    that is not yet acknowledged or rejected is still being worked on.
 
-    This resets the ack wait, so a slow insert or a lock wait does not get the
-    message redelivered to another replica while this one still stores it.
+    This resets their ack wait, so a slow insert or a lock wait does not get
+    them redelivered to another replica while this one still stores them.
+    The caller may add and remove messages while this runs.
     """
 
     async def heartbeat() -> None:
         while True:
             await asyncio.sleep(interval)
-            try:
-                await msg.in_progress()
-            except (nats.errors.Error, OSError) as exc:
-                logger.debug(
-                    "in-progress signal failed",
-                    extra={"event": "in_progress_failed", "error": repr(exc)},
-                )
+            for msg in list(messages):
+                if msg.is_acked:
+                    continue
+                try:
+                    await msg.in_progress()
+                except (nats.errors.Error, OSError) as exc:
+                    logger.debug(
+                        "in-progress signal failed",
+                        extra={"event": "in_progress_failed", "error": repr(exc)},
+                    )
 
     task = asyncio.create_task(heartbeat(), name="ticket-in-progress")
     try:
@@ -117,6 +116,18 @@ async def working_on(msg: Msg, interval: float) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    """A fetched message that decoded to a valid submission."""
+
+    msg: Msg
+    sequence: int
+    """The message's stream sequence."""
+    data: events.TicketSubmittedData
+    ids: dict[str, object]
+    """Log fields that identify the message and the submission."""
 
 
 class SubmissionConsumer:
@@ -139,6 +150,9 @@ class SubmissionConsumer:
         assert self.consumer.ack_wait is not None
         self.heartbeat_interval = max(self.consumer.ack_wait / 3, 0.2)
         self.last_fetch = 0.0
+        self._backoff = 0.5
+        self._in_hand: list[Msg] = []
+        """Messages fetched and not yet handled, which the heartbeat covers."""
         self._stopping = asyncio.Event()
 
     @property
@@ -160,132 +174,250 @@ class SubmissionConsumer:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Fetch and store until `stop()`; survives NATS and database outages."""
+        """Fetch and store until `stop()`; survives NATS and database outages.
+
+        The next batch is fetched while the current one is stored, so NATS
+        and PostgreSQL work at the same time. The batches are still stored
+        one after the other, in stream order.
+        """
         subscription = await self.js.pull_subscribe_bind(
             subjects.TICKET_STORE_CONSUMER, stream=subjects.TICKET_STREAM
         )
-        backoff = 0.5
-        while not self._stopping.is_set():
-            try:
-                batch = await subscription.fetch(self.config.fetch_batch, timeout=1.0)
-            except nats.errors.TimeoutError:
-                # While NATS is down the pull request waits in the client's
-                # buffer and times out too, which proves nothing.
-                if self.nc.is_connected:
-                    self._fetched()
-                continue
-            except (nats.errors.Error, OSError) as exc:
-                logger.warning(
-                    "fetch failed, retrying in %.1f s",
-                    backoff,
-                    extra={"event": "fetch_retry", "error": repr(exc)},
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            self._fetched()
-            backoff = 0.5
-            await self._handle_batch(batch)
+        next_batch = asyncio.create_task(self._fetch(subscription))
+        try:
+            async with working_on(self._in_hand, self.heartbeat_interval):
+                while True:
+                    batch = await next_batch
+                    if self._stopping.is_set():
+                        await self._handle_batch(batch)
+                        break
+                    next_batch = asyncio.create_task(self._fetch(subscription))
+                    await self._handle_batch(batch)
+        finally:
+            next_batch.cancel()
         await subscription.unsubscribe()
+
+    async def _fetch(
+        self, subscription: JetStreamContext.PullSubscription
+    ) -> list[Msg]:
+        """Fetch the next batch; return no messages after a timeout or a failure."""
+        try:
+            batch = await subscription.fetch(self.config.fetch_batch, timeout=1.0)
+        except nats.errors.TimeoutError:
+            # While NATS is down the pull request waits in the client's
+            # buffer and times out too, which proves nothing.
+            if self.nc.is_connected:
+                self._fetched()
+            return []
+        except (nats.errors.Error, OSError) as exc:
+            logger.warning(
+                "fetch failed, retrying in %.1f s",
+                self._backoff,
+                extra={"event": "fetch_retry", "error": repr(exc)},
+            )
+            await asyncio.sleep(self._backoff)
+            self._backoff = min(self._backoff * 2, 5.0)
+            return []
+        self._fetched()
+        self._backoff = 0.5
+        self._in_hand.extend(batch)
+        return batch
 
     def _fetched(self) -> None:
         self.last_fetch = time.monotonic()
         self.metrics.last_fetch.set_to_current_time()
 
     async def _handle_batch(self, batch: list[Msg]) -> None:
+        if not batch:
+            return
         for msg in batch:
+            if msg.metadata.num_delivered > 1:
+                self.metrics.redeliveries.inc()
+        try:
+            handled = await self._store_batch(batch)
+        except Exception:
+            # A bug must not end the loop. Storing the messages one at a time
+            # confines the failure to the message that triggers it.
+            logger.exception(
+                "unexpected error while storing a batch, "
+                "storing its messages one at a time",
+                extra={"event": "consumer_error", "messages": len(batch)},
+            )
+            handled = await self._store_one_at_a_time(
+                [msg for msg in batch if not msg.is_acked]
+            )
+        finally:
+            # Messages neither acknowledged nor rejected here are
+            # redelivered after the ack wait.
+            handled_ids = {id(msg) for msg in batch}
+            self._in_hand[:] = [
+                msg for msg in self._in_hand if id(msg) not in handled_ids
+            ]
+        if not handled:
+            # A dependency is down: pause before storing the next batch.
+            await asyncio.sleep(1.0)
+
+    async def _store_one_at_a_time(self, messages: list[Msg]) -> bool:
+        for msg in messages:
             try:
-                async with working_on(msg, self.heartbeat_interval):
-                    handled = await self.handle(msg)
+                handled = await self._store_batch([msg])
             except Exception as exc:
-                # A bug must not end the loop, and a message that triggers one
-                # must not come back for ever: it counts as a failure and is
-                # parked once it has failed often enough.
+                # A message that triggers a bug must not come back for ever:
+                # it counts as a failure and is parked once it has failed
+                # often enough.
                 logger.exception(
                     "unexpected error while storing a message",
-                    extra={"event": "consumer_error", "subject": msg.subject},
+                    extra={
+                        "event": "consumer_error",
+                        "subject": msg.subject,
+                        "stream_seq": msg.metadata.sequence.stream,
+                    },
                 )
                 await self._fail_after_error(msg, exc)
                 continue
             if not handled:
-                # A dependency is down: leave the rest of the batch to be
-                # redelivered after ack_wait and pause before fetching.
-                await asyncio.sleep(1.0)
-                return
+                # The rest is redelivered after the ack wait.
+                return False
+        return True
 
-    async def handle(self, msg: Msg) -> bool:
-        """Store, retry or park one message.
+    async def _store_batch(self, batch: list[Msg]) -> bool:
+        """Store, retry or park every message of a batch.
 
         Returns False when the database or the tenant service is unreachable,
         so the caller pauses.
         """
-        sequence = msg.metadata.sequence.stream
-        if msg.metadata.num_delivered > 1:
-            self.metrics.redeliveries.inc()
-        try:
-            event = decode_submission(msg.subject, msg.data)
-        except InvalidSubmission as exc:
-            await self._park(msg, str(exc), "invalid_message")
-            return True
-        data = event.data
-        ids = {
-            "stream_seq": sequence,
-            "tenant_id": data.tenant_id,
-            "submission_id": data.submission_id,
-            # The gateway's request that published the submission.
-            "request_id": (msg.headers or {}).get(messaging.REQUEST_ID_HEADER, ""),
-        }
-
-        if self.tenants is not None:
+        deliveries: list[_Delivery] = []
+        for msg in batch:
             try:
-                known = await self.tenants.exists(data.tenant_id)
+                event = decode_submission(msg.subject, msg.data)
+            except InvalidSubmission as exc:
+                await self._park(msg, str(exc), "invalid_message")
+                continue
+            data = event.data
+            sequence = msg.metadata.sequence.stream
+            ids: dict[str, object] = {
+                "stream_seq": sequence,
+                "tenant_id": data.tenant_id,
+                "submission_id": data.submission_id,
+                # The gateway's request that published the submission.
+                "request_id": (msg.headers or {}).get(messaging.REQUEST_ID_HEADER, ""),
+            }
+            deliveries.append(_Delivery(msg, sequence, data, ids))
+        deliveries, tenants_reachable = await self._check_tenants(deliveries)
+        if not deliveries:
+            return tenants_reachable
+        database_reachable = await self._store(deliveries)
+        return tenants_reachable and database_reachable
+
+    async def _check_tenants(
+        self, deliveries: list[_Delivery]
+    ) -> tuple[list[_Delivery], bool]:
+        """Return the deliveries whose tenant exists, and whether the tenant
+        service was reachable.
+
+        The others are left for redelivery (tenant service unreachable) or
+        count as failed (unknown tenant). The tenant service is asked once
+        per tenant of the batch, and not at all for tenants found before.
+        """
+        if self.tenants is None:
+            return deliveries, True
+        known: dict[str, bool] = {}
+        unavailable: messaging.DependencyUnavailable | None = None
+        for tenant_id in dict.fromkeys(d.data.tenant_id for d in deliveries):
+            try:
+                known[tenant_id] = await self.tenants.exists(tenant_id)
             except messaging.DependencyUnavailable as exc:
+                # Asking about the other tenants would wait for the same
+                # timeout, so their messages are left for redelivery too.
+                unavailable = exc
+                break
+        checked: list[_Delivery] = []
+        for delivery in deliveries:
+            tenant_id = delivery.data.tenant_id
+            if tenant_id not in known:
                 logger.warning(
                     "tenant service unavailable, message left for redelivery",
-                    extra={"event": "tenant_check_retry", **ids, "error": str(exc)},
+                    extra={
+                        "event": "tenant_check_retry",
+                        **delivery.ids,
+                        "error": str(unavailable),
+                    },
                 )
                 self.metrics.count_retry("tenant_service_unavailable")
-                await msg.nak(delay=2.0)
-                return False
-            if not known:
-                await self._failed(msg, f"unknown tenant {data.tenant_id}", ids)
-                return True
+                await delivery.msg.nak(delay=2.0)
+            elif not known[tenant_id]:
+                await self._failed(
+                    delivery.msg, f"unknown tenant {tenant_id}", delivery.ids
+                )
+            else:
+                checked.append(delivery)
+        return checked, unavailable is None
 
+    async def _store(self, deliveries: list[_Delivery]) -> bool:
+        """Store the submissions in one transaction, then acknowledge, retry
+        or park each message.
+
+        Returns False, after rejecting every message for redelivery, when the
+        database is unreachable.
+        """
+        submissions = [
+            repository.Submission(delivery.data, delivery.sequence)
+            for delivery in deliveries
+        ]
         try:
-            ticket = await repository.store_submission(
-                self.pool, data, sequence, number_zone=self.config.number_zone
-            )
-        except _DATABASE_DOWN as exc:
+            async with self.pool.acquire() as connection, connection.transaction():
+                results = await repository.store_submissions(
+                    connection, submissions, number_zone=self.config.number_zone
+                )
+        except repository.DATABASE_DOWN as exc:
             logger.warning(
-                "database unreachable, message left for redelivery",
-                extra={"event": "store_retry", **ids, "error": repr(exc)},
+                "database unreachable, %d messages left for redelivery",
+                len(deliveries),
+                extra={
+                    "event": "store_retry",
+                    "stream_seq": deliveries[0].sequence,
+                    "last_stream_seq": deliveries[-1].sequence,
+                    "error": repr(exc),
+                },
             )
-            self.metrics.count_retry("database_unavailable")
-            await msg.nak(delay=2.0)
+            for delivery in deliveries:
+                self.metrics.count_retry("database_unavailable")
+                await delivery.msg.nak(delay=2.0)
             return False
-        except asyncpg.DataError as exc:
-            # The values themselves are unstorable (for example U+0000 in a
-            # text column), so no redelivery can succeed.
-            await self._park(msg, f"unstorable values: {exc!r}", "invalid_message")
-            return True
-        except (asyncpg.PostgresError, ValueError) as exc:
-            await self._failed(msg, f"store failed: {exc!r}", ids)
-            return True
 
-        await msg.ack()
-        if ticket is not None:
+        stored_any = False
+        for delivery, result in zip(deliveries, results, strict=True):
+            if isinstance(result, asyncpg.DataError):
+                # The values themselves are unstorable (for example U+0000 in
+                # a text column), so no redelivery can succeed.
+                await self._park(
+                    delivery.msg, f"unstorable values: {result!r}", "invalid_message"
+                )
+            elif isinstance(result, Exception):
+                await self._failed(
+                    delivery.msg, f"store failed: {result!r}", delivery.ids
+                )
+            else:
+                await self._acknowledge(delivery, result)
+                stored_any = stored_any or result is not None
+        if stored_any:
             self.on_stored()
+        return True
+
+    async def _acknowledge(
+        self, delivery: _Delivery, ticket: repository.Ticket | None
+    ) -> None:
+        await delivery.msg.ack()
         self.metrics.count_consumed("stored" if ticket else "duplicate")
         logger.log(
             logging.INFO if ticket else logging.DEBUG,
             "submission stored" if ticket else "submission already stored",
             extra={
                 "event": "ticket_stored" if ticket else "ticket_duplicate",
-                **ids,
+                **delivery.ids,
                 "ticket_id": ticket.id if ticket else None,
             },
         )
-        return True
 
     async def _fail_after_error(self, msg: Msg, exc: Exception) -> None:
         ids: dict[str, object] = {"stream_seq": msg.metadata.sequence.stream}
@@ -331,7 +463,7 @@ class SubmissionConsumer:
                 error=error[:2000],
                 deliveries=msg.metadata.num_delivered,
             )
-        except _DATABASE_DOWN as exc:
+        except repository.DATABASE_DOWN as exc:
             logger.warning(
                 "database unreachable, cannot park message",
                 extra={

@@ -112,16 +112,26 @@ class OutboxRelay:
             ):
                 return 0, False
             rows = await repository.lock_unsent(connection, self.config.outbox_batch)
-            sent = 0
+            # Rows are marked sent in one statement at the end of the round.
+            # The marks commit with the transaction either way, so marking
+            # each row at once would change nothing but the cost.
+            sent: list[tuple[int, int]] = []
+            failed = False
             for row in rows:
-                if not await self._publish(connection, row):
-                    return -1, False
-                sent += 1
-        return sent, len(rows) == self.config.outbox_batch
+                stream_sequence = await self._publish(connection, row)
+                if stream_sequence is None:
+                    failed = True
+                    break
+                sent.append((row.id, stream_sequence))
+            await repository.mark_sent(connection, sent)
+        if failed:
+            return -1, False
+        return len(sent), len(rows) == self.config.outbox_batch
 
     async def _publish(
         self, connection: repository.Connection, row: repository.OutboxRow
-    ) -> bool:
+    ) -> int | None:
+        """Publish one row and return its stream sequence, or None after a failure."""
         try:
             ack = await self.js.publish(
                 row.subject,
@@ -143,14 +153,13 @@ class OutboxRelay:
                     "error": repr(exc),
                 },
             )
-            return False
+            return None
         if self.config.exit_after_outbox_publish:
             logger.error(
                 "exiting after publish as TICKET_TEST_EXIT_AFTER_OUTBOX_PUBLISH asks",
                 extra={"event": "outbox_test_exit", "event_id": str(row.event_id)},
             )
             os._exit(EXIT_CODE_AFTER_PUBLISH)
-        await repository.mark_sent(connection, row.id, ack.seq)
         self.metrics.count_published(
             _event_type(row.subject), "duplicate" if ack.duplicate else "ok"
         )
@@ -165,7 +174,7 @@ class OutboxRelay:
                 "duplicate": bool(ack.duplicate),
             },
         )
-        return True
+        return int(ack.seq)
 
 
 def _event_type(subject: str) -> str:

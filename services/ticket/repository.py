@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import uuid
 import zoneinfo
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -16,6 +18,8 @@ from asyncpg.pool import PoolConnectionProxy
 from services.ticket import lifecycle, ticket_events
 from shared import events
 from shared.admin_api import Conflict, NotFound
+
+logger = logging.getLogger(__name__)
 
 SCHEMA = "ticket"
 
@@ -147,9 +151,38 @@ async def _insert_outbox(
 
 # --- submissions ------------------------------------------------------------
 
+DATABASE_DOWN: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    TimeoutError,
+)
+"""Errors that show the database is out of reach rather than that a
+submission is wrong. After one of them the transaction is lost."""
+
+StoreResult: TypeAlias = "Ticket | asyncpg.PostgresError | ValueError | None"
+"""Outcome of one submission in `store_submissions`: the new ticket, None for
+a submission that is already stored, or the error that kept it out."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A submission to store and the stream sequence of its message."""
+
+    data: events.TicketSubmittedData
+    stream_sequence: int
+
 
 class _Duplicate(Exception):
     """Rolls back the counter increment of a submission that is already stored."""
+
+
+class _AlreadyStored(Exception):
+    """A submission of the batch is stored already: a redelivery, a repeat
+    within the batch, or another transaction's insert. The batch's counter
+    increments then include numbers that no ticket gets."""
 
 
 async def store_submission(
@@ -165,9 +198,100 @@ async def store_submission(
     when the submission is already stored (a redelivery); then nothing changes,
     and no number is used up.
     """
+    async with pool.acquire() as connection, connection.transaction():
+        return await _store_one(connection, data, stream_sequence, number_zone)
+
+
+async def store_submissions(
+    connection: Connection,
+    submissions: Sequence[Submission],
+    *,
+    number_zone: zoneinfo.ZoneInfo,
+) -> list[StoreResult]:
+    """Store submissions in the caller's transaction, each with its number,
+    history and `created` event. Returns one result per submission, in the
+    order given.
+
+    A submission whose insert fails is rolled back to a savepoint, so it uses
+    up no number and the others are still stored when the caller commits.
+    Numbers are handed out per tenant and year in the order of the stream
+    sequences. Raises one of DATABASE_DOWN when the database is out of reach,
+    and the caller's transaction is lost then.
+    """
+    # Counter rows are locked in one order in every transaction, so two
+    # replicas that store batches of the same tenants wait for each other
+    # rather than deadlock.
+    order = sorted(
+        range(len(submissions)),
+        key=lambda index: _lock_order(submissions[index], number_zone),
+    )
+    ordered = [submissions[index] for index in order]
+    results: list[StoreResult]
+    try:
+        async with connection.transaction():
+            results = [*await _store_all(connection, ordered, number_zone)]
+    except DATABASE_DOWN:
+        raise
+    except _AlreadyStored:
+        # One at a time finds the stored ones and hands out numbers only to
+        # the others.
+        logger.debug(
+            "batch contains stored submissions, storing its %d submissions "
+            "one at a time",
+            len(ordered),
+            extra={"event": "batch_store_fallback"},
+        )
+        results = await _store_each(connection, ordered, number_zone)
+    except (asyncpg.PostgresError, ValueError) as exc:
+        logger.info(
+            "batch insert failed, storing its %d submissions one at a time",
+            len(ordered),
+            extra={"event": "batch_store_fallback", "error": repr(exc)},
+        )
+        results = await _store_each(connection, ordered, number_zone)
+    by_index = dict(zip(order, results, strict=True))
+    return [by_index[index] for index in range(len(submissions))]
+
+
+def _lock_order(
+    submission: Submission, number_zone: zoneinfo.ZoneInfo
+) -> tuple[uuid.UUID, int, int]:
+    data = submission.data
+    year = lifecycle.number_year(data.submitted_at, number_zone)
+    return uuid.UUID(data.tenant_id), year, submission.stream_sequence
+
+
+async def _store_each(
+    connection: Connection,
+    submissions: Sequence[Submission],
+    number_zone: zoneinfo.ZoneInfo,
+) -> list[StoreResult]:
+    results: list[StoreResult] = []
+    for item in submissions:
+        try:
+            ticket = await _store_one(
+                connection, item.data, item.stream_sequence, number_zone
+            )
+        except DATABASE_DOWN:
+            raise
+        except (asyncpg.PostgresError, ValueError) as exc:
+            results.append(exc)
+        else:
+            results.append(ticket)
+    return results
+
+
+async def _store_one(
+    connection: Connection,
+    data: events.TicketSubmittedData,
+    stream_sequence: int,
+    number_zone: zoneinfo.ZoneInfo,
+) -> Ticket | None:
+    """Store one submission in a transaction of its own, or in a savepoint
+    when the connection is in a transaction already."""
     year = lifecycle.number_year(data.submitted_at, number_zone)
     try:
-        async with pool.acquire() as connection, connection.transaction():
+        async with connection.transaction():
             counter = await connection.fetchval(
                 "INSERT INTO ticket.ticket_counters (tenant_id, year, last_value)"
                 " VALUES ($1, $2, 1) ON CONFLICT (tenant_id, year)"
@@ -221,6 +345,148 @@ async def store_submission(
     except _Duplicate:
         return None
     return ticket
+
+
+async def _store_all(
+    connection: Connection,
+    submissions: Sequence[Submission],
+    number_zone: zoneinfo.ZoneInfo,
+) -> list[Ticket]:
+    """Store new submissions with one statement per table.
+
+    Raises _AlreadyStored when one of them is stored already; the caller then
+    rolls back. Checking for stored ones beforehand would cost a query per
+    batch, while redeliveries are rare.
+    """
+    numbers = await _take_numbers(connection, submissions, number_zone)
+    rows = await connection.fetch(
+        _INSERT_TICKETS, *_ticket_columns(submissions, numbers)
+    )
+    if len(rows) < len(submissions):
+        raise _AlreadyStored
+    tickets = {ticket.submission_id: ticket for ticket in map(_ticket, rows)}
+    ordered = [tickets[uuid.UUID(item.data.submission_id)] for item in submissions]
+
+    created = []
+    for item, ticket in zip(submissions, ordered, strict=True):
+        assert ticket.number is not None
+        created.append(
+            ticket_events.ticket_created(
+                item.data,
+                ticket_id=ticket.id,
+                number=ticket.number,
+                created_at=ticket.stored_at,
+            )
+        )
+    await connection.execute(
+        "INSERT INTO ticket.outbox (event_id, subject, payload)"
+        " SELECT event_id, subject, payload"
+        " FROM unnest($1::uuid[], $2::text[], $3::bytea[])"
+        " WITH ORDINALITY AS event(event_id, subject, payload, position)"
+        " ORDER BY position",
+        [event.event_id for event in created],
+        [event.subject for event in created],
+        [event.payload for event in created],
+    )
+    return ordered
+
+
+async def _take_numbers(
+    connection: Connection,
+    submissions: Sequence[Submission],
+    number_zone: zoneinfo.ZoneInfo,
+) -> list[str]:
+    """Raise each tenant's yearly counter by the count of its submissions in
+    one statement, and return the ticket numbers in the order given.
+
+    The counter rows stay locked until the transaction ends, as in
+    `_store_one`, so no other transaction hands out the same numbers.
+    """
+    years = [
+        lifecycle.number_year(item.data.submitted_at, number_zone)
+        for item in submissions
+    ]
+    keys = [
+        (uuid.UUID(item.data.tenant_id), year)
+        for item, year in zip(submissions, years, strict=True)
+    ]
+    # A dict keeps the order in which keys first appear, which is the lock
+    # order of the sorted batch.
+    counts: dict[tuple[uuid.UUID, int], int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    rows = await connection.fetch(
+        "INSERT INTO ticket.ticket_counters (tenant_id, year, last_value)"
+        " SELECT tenant_id, year, added"
+        " FROM unnest($1::uuid[], $2::integer[], $3::integer[])"
+        " WITH ORDINALITY AS counter(tenant_id, year, added, position)"
+        " ORDER BY position"
+        " ON CONFLICT (tenant_id, year)"
+        " DO UPDATE SET last_value = ticket_counters.last_value + excluded.last_value"
+        " RETURNING tenant_id, year, last_value",
+        [tenant_id for tenant_id, _ in counts],
+        [year for _, year in counts],
+        list(counts.values()),
+    )
+    next_value = {
+        (row["tenant_id"], row["year"]): row["last_value"]
+        - counts[(row["tenant_id"], row["year"])]
+        + 1
+        for row in rows
+    }
+    numbers = []
+    for key in keys:
+        numbers.append(lifecycle.format_number(key[1], next_value[key]))
+        next_value[key] += 1
+    return numbers
+
+
+_INSERT_TICKETS = (
+    "WITH inserted AS ("
+    " INSERT INTO ticket.tickets (submission_id, number, reference, tenant_id,"
+    " personnel_number, reporter_name, category, subject, description, location,"
+    " urgency, language, submitted_at, stream_sequence)"
+    " SELECT submission_id, number, reference, tenant_id, personnel_number,"
+    " reporter_name, category, subject, description, location, urgency,"
+    " language, submitted_at, stream_sequence"
+    " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[],"
+    " $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],"
+    " $12::text[], $13::timestamptz[], $14::bigint[])"
+    " WITH ORDINALITY AS submission(submission_id, number, reference, tenant_id,"
+    " personnel_number, reporter_name, category, subject, description, location,"
+    " urgency, language, submitted_at, stream_sequence, position)"
+    " ORDER BY position"
+    f" ON CONFLICT (submission_id) DO NOTHING RETURNING {_COLUMNS}"
+    "), history AS ("
+    " INSERT INTO ticket.ticket_history"
+    " (ticket_id, from_status, to_status, changed_by, changed_at)"
+    " SELECT id, NULL, 'new', 'submission', stored_at FROM inserted ORDER BY id"
+    f") SELECT {_COLUMNS} FROM inserted"
+)
+"""Insert tickets from one array per column, each with its first history row."""
+
+
+def _ticket_columns(
+    submissions: Sequence[Submission], numbers: Sequence[str]
+) -> list[list[Any]]:
+    """Return the arguments of _INSERT_TICKETS: one list per column."""
+    data = [item.data for item in submissions]
+    return [
+        [uuid.UUID(d.submission_id) for d in data],
+        list(numbers),
+        [d.reference for d in data],
+        [uuid.UUID(d.tenant_id) for d in data],
+        [d.personnel_number for d in data],
+        [d.reporter_name for d in data],
+        [d.category for d in data],
+        [d.subject for d in data],
+        [d.description for d in data],
+        [d.location for d in data],
+        [d.urgency for d in data],
+        [d.language for d in data],
+        [d.submitted_at for d in data],
+        [item.stream_sequence for item in submissions],
+    ]
 
 
 # --- tickets ----------------------------------------------------------------
@@ -383,14 +649,17 @@ async def lock_unsent(connection: Connection, limit: int) -> list[OutboxRow]:
     ]
 
 
-async def mark_sent(
-    connection: Connection, outbox_id: int, stream_sequence: int
-) -> None:
+async def mark_sent(connection: Connection, sent: Sequence[tuple[int, int]]) -> None:
+    """Mark outbox rows sent, given as (outbox id, stream sequence) pairs."""
+    if not sent:
+        return
     await connection.execute(
-        "UPDATE ticket.outbox SET sent_at = now(), stream_sequence = $2,"
-        " attempts = attempts + 1, last_error = NULL WHERE id = $1",
-        outbox_id,
-        stream_sequence,
+        "UPDATE ticket.outbox SET sent_at = now(), stream_sequence = sent.sequence,"
+        " attempts = attempts + 1, last_error = NULL"
+        " FROM unnest($1::bigint[], $2::bigint[]) AS sent(id, sequence)"
+        " WHERE outbox.id = sent.id",
+        [outbox_id for outbox_id, _ in sent],
+        [sequence for _, sequence in sent],
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import secrets
 import time
@@ -183,6 +184,60 @@ async def test_subject_of_other_tenant_parked(
     assert parked["deliveries"] == 1
     assert f"data.tenant_id '{tenant.id}' does not match the subject" in parked["error"]
     assert admin.list_tickets(tenant.id) == []
+
+
+async def wait_until_all_acknowledged(nc: Client, timeout: float = 30.0) -> None:
+    """Wait until the ticket consumer has no message pending or unacknowledged."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = await nc.jetstream().consumer_info(
+            subjects.TICKET_STREAM, subjects.TICKET_STORE_CONSUMER
+        )
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            return
+        await asyncio.sleep(0.2)
+    pytest.fail(f"ticket consumer still has unacknowledged messages after {timeout} s")
+
+
+async def test_one_batch_with_poison_and_repeat(
+    running_stack: Stack, admin: Admin, tenant: TenantFixture, nc: Client
+) -> None:
+    """Messages that wait while the service is stopped arrive in one batch:
+    poison is parked at once, a repeat is acknowledged without a second
+    ticket, and the good ones get consecutive numbers in stream order."""
+    running_stack.services["ticket"].stop()
+    good = [submission(tenant.id, subject=f"gut {n}") for n in range(3)]
+    nul = submission(tenant.id, subject="Null\x00Byte")
+    sequences = {
+        "good 0": await publish_raw(nc, tenant.id, messages.ENCODER.encode(good[0])),
+        "nul": await publish_raw(nc, tenant.id, messages.ENCODER.encode(nul)),
+        "good 1": await publish_raw(nc, tenant.id, messages.ENCODER.encode(good[1])),
+        # The same submission under another Nats-Msg-Id, as after the
+        # stream's duplicate window.
+        "repeat": await publish_raw(nc, tenant.id, messages.ENCODER.encode(good[0])),
+        "truncated": await publish_raw(nc, tenant.id, b'{"id": 1'),
+        "good 2": await publish_raw(nc, tenant.id, messages.ENCODER.encode(good[2])),
+    }
+    running_stack.start("ticket")
+
+    tickets = wait_for_submissions(
+        admin, tenant.id, {event.data.submission_id for event in good}
+    )
+    parked = wait_for_parked(admin, {sequences["nul"], sequences["truncated"]})
+    await wait_until_all_acknowledged(nc)
+
+    year = good[0].data.submitted_at.year
+    numbers = {ticket["submission_id"]: ticket["number"] for ticket in tickets}
+    assert len(tickets) == 3
+    assert [numbers[event.data.submission_id] for event in good] == [
+        f"{year}-000001",
+        f"{year}-000002",
+        f"{year}-000003",
+    ]
+    assert parked[sequences["nul"]]["deliveries"] == 1
+    assert "unstorable values" in parked[sequences["nul"]]["error"]
+    assert parked[sequences["truncated"]]["deliveries"] == 1
+    assert sequences["repeat"] not in parked_by_sequence(admin)
 
 
 async def _park_by_hand(database_url: str, tenant_id: str) -> tuple[int, str]:

@@ -1,4 +1,4 @@
-"""Ticket numbers per tenant and year, under concurrent inserts."""
+"""Ticket numbers per tenant and year, under concurrent inserts and in batches."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import msgspec
 import pytest
 
 from services.ticket import lifecycle, repository
@@ -151,3 +152,172 @@ async def test_status_changes_serialised(pool: asyncpg.Pool) -> None:
         "SELECT count(*) FROM ticket.outbox WHERE subject LIKE '%.status_changed'"
     )
     assert changes == 1
+
+
+# --- batches ----------------------------------------------------------------
+
+
+async def store_batch(
+    pool: asyncpg.Pool, batch: list[events.TicketSubmittedData], first_sequence: int
+) -> list[repository.StoreResult]:
+    """Store a batch in one transaction, as the consumer does."""
+    submissions = [
+        repository.Submission(data, first_sequence + n) for n, data in enumerate(batch)
+    ]
+    async with pool.acquire() as connection, connection.transaction():
+        return await repository.store_submissions(
+            connection, submissions, number_zone=UTC
+        )
+
+
+def number_of(result: repository.StoreResult) -> str | None:
+    assert isinstance(result, repository.Ticket), result
+    return result.number
+
+
+async def test_batch_numbers_in_stream_order(pool: asyncpg.Pool) -> None:
+    """Interleaved tenants in one batch: each tenant's numbers follow the stream."""
+    first, second = uuid.uuid4(), uuid.uuid4()
+    batch = [submission(first if n % 3 else second) for n in range(9)]
+
+    results = await store_batch(pool, batch, 100)
+
+    numbers = [number_of(result) for result in results]
+    assert numbers == [
+        "2026-000001",
+        "2026-000001",
+        "2026-000002",
+        "2026-000002",
+        "2026-000003",
+        "2026-000004",
+        "2026-000003",
+        "2026-000005",
+        "2026-000006",
+    ]
+    history = await pool.fetchval("SELECT count(*) FROM ticket.ticket_history")
+    assert history == 9
+    outbox = await pool.fetch("SELECT payload FROM ticket.outbox ORDER BY id")
+    created = [msgspec.json.decode(row["payload"])["data"] for row in outbox]
+    assert [event["submission_id"] for event in created] == [
+        data.submission_id
+        for data in sorted(batch, key=lambda data: uuid.UUID(data.tenant_id))
+    ]
+    by_ticket = {event["ticket_id"]: event for event in created}
+    for result in results:
+        assert isinstance(result, repository.Ticket)
+        assert by_ticket[result.id]["number"] == result.number
+        assert by_ticket[result.id]["submission_id"] == str(result.submission_id)
+
+
+async def test_batch_duplicates_use_no_number(pool: asyncpg.Pool) -> None:
+    """A stored submission and a repeat within the batch come back as None."""
+    tenant = uuid.uuid4()
+    earlier = submission(tenant)
+    await store(pool, earlier)
+    repeated = submission(tenant)
+    batch = [earlier, repeated, submission(tenant), repeated]
+
+    results = await store_batch(pool, batch, 10)
+    again = await store_batch(pool, batch, 20)
+
+    assert results[0] is None
+    assert number_of(results[1]) == "2026-000002"
+    assert number_of(results[2]) == "2026-000003"
+    assert results[3] is None
+    assert again == [None] * 4
+    counter = await pool.fetchval("SELECT last_value FROM ticket.ticket_counters")
+    assert counter == 3
+    outbox = await pool.fetchval("SELECT count(*) FROM ticket.outbox")
+    assert outbox == 3
+
+
+async def test_batch_unstorable_row_rolled_back_alone(pool: asyncpg.Pool) -> None:
+    """A NUL byte fails its own row; the rest is stored without a gap."""
+    tenant = uuid.uuid4()
+    batch = [submission(tenant) for _ in range(4)]
+    batch[1] = msgspec.structs.replace(batch[1], subject="Null\x00Byte")
+
+    results = await store_batch(pool, batch, 1)
+
+    assert isinstance(results[1], asyncpg.DataError)
+    assert [number_of(results[n]) for n in (0, 2, 3)] == [
+        "2026-000001",
+        "2026-000002",
+        "2026-000003",
+    ]
+    stored = await pool.fetchval("SELECT count(*) FROM ticket.tickets")
+    assert stored == 3
+    outbox = await pool.fetchval("SELECT count(*) FROM ticket.outbox")
+    assert outbox == 3
+    counter = await pool.fetchval("SELECT last_value FROM ticket.ticket_counters")
+    assert counter == 3
+
+
+async def test_concurrent_batches_distinct_numbers(pool: asyncpg.Pool) -> None:
+    """Batches over the same tenants in opposite orders neither deadlock nor
+    share a number."""
+    tenants = [uuid.uuid4() for _ in range(4)]
+    batches = [
+        [submission(tenants[(n + shift) % 4]) for n in range(40)] for shift in range(8)
+    ]
+    for batch in batches[::2]:
+        batch.reverse()
+
+    stored = await asyncio.gather(
+        *(store_batch(pool, batch, 1000 * n) for n, batch in enumerate(batches))
+    )
+
+    for tenant in tenants:
+        numbers = sorted(
+            result.number
+            for results in stored
+            for result in results
+            if isinstance(result, repository.Ticket) and result.tenant_id == tenant
+        )
+        assert numbers == [f"2026-{n:06d}" for n in range(1, 81)]
+
+
+async def wait_for_lock_wait(pool: asyncpg.Pool, pid: int) -> None:
+    """Wait until the backend `pid` waits for a lock (bounded by count)."""
+    for _ in range(500):
+        waiting = await pool.fetchval(
+            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
+            pid,
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail(f"backend {pid} never waited for a lock")
+
+
+async def test_batch_racing_insert_leaves_no_gap(pool: asyncpg.Pool) -> None:
+    """A submission that another transaction commits while the batch waits for
+    the counter comes back as None, and its number is not used up twice."""
+    tenant = uuid.uuid4()
+    racing, other = submission(tenant), submission(tenant)
+    batch = [repository.Submission(racing, 2), repository.Submission(other, 3)]
+    async with (
+        pool.acquire() as first,
+        pool.acquire() as second,
+        second.transaction(),
+    ):
+        async with first.transaction():
+            [ticket] = await repository.store_submissions(
+                first, [repository.Submission(racing, 1)], number_zone=UTC
+            )
+            storing = asyncio.create_task(
+                repository.store_submissions(second, batch, number_zone=UTC)
+            )
+            try:
+                await wait_for_lock_wait(pool, second.get_server_pid())
+            except BaseException:
+                storing.cancel()
+                raise
+        # The first transaction committed; the batch goes on.
+        results = await storing
+
+    assert number_of(ticket) == "2026-000001"
+    assert results[0] is None
+    assert number_of(results[1]) == "2026-000002"
+    counter = await pool.fetchval("SELECT last_value FROM ticket.ticket_counters")
+    assert counter == 2
