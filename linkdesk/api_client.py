@@ -11,14 +11,10 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import httpx
-
-Handler = Callable[[argparse.Namespace], int]
-"""What a command runs; returns the exit code."""
 
 SERVICE_URLS = {
     "tenant": ("LINKDESK_TENANT_URL", "http://127.0.0.1:8081"),
@@ -117,64 +113,3 @@ def _cell(value: Any) -> str:
 def fail(message: str) -> int:
     print(f"linkdesk: error: {message}", file=sys.stderr)
     return 1
-
-
-@dataclass(frozen=True)
-class CredentialCommands:
-    """The four handlers of a command group for a tenant's credentials."""
-
-    issue: Handler
-    rotate: Handler
-    revoke: Handler
-    list: Handler
-
-
-def register_credential_commands(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    *,
-    command: str,
-    noun: str,
-    help_text: str,
-    description: str,
-    id_name: str,
-    handlers: CredentialCommands,
-) -> None:
-    """Add `<command> issue|rotate|revoke|list` for link secrets or signing
-    keys, which share one life cycle: shown once, rotated with a grace
-    period, revoked at once, listed without the credential itself."""
-    group = commands.add_parser(command, help=help_text, description=description)
-    actions = group.add_subparsers(dest="action", required=True)
-
-    issue = actions.add_parser(
-        "issue", help=f"add a {noun}; the tenant's other {noun}s keep working"
-    )
-    issue.set_defaults(handler=handlers.issue)
-
-    rotate = actions.add_parser(
-        "rotate",
-        help=f"issue a new {noun} and let the other active {noun}s expire",
-        description=f"Issue a new {noun}. Every other active {noun} of the "
-        "tenant expires after the grace period, so the intranet can switch "
-        "without an outage; with --grace 0 they stop at once.",
-    )
-    rotate.add_argument(
-        "--grace",
-        type=int,
-        default=0,
-        metavar="SECONDS",
-        help=f"seconds the old {noun}s keep working, 0 to 2592000 (default 0)",
-    )
-    rotate.set_defaults(handler=handlers.rotate)
-
-    revoke = actions.add_parser("revoke", help=f"revoke one {noun} at once")
-    revoke.set_defaults(handler=handlers.revoke)
-
-    listing = actions.add_parser(
-        "list", help=f"list a tenant's {noun}s (never the {noun}s themselves)"
-    )
-    listing.set_defaults(handler=handlers.list)
-
-    for parser in (issue, rotate, revoke, listing):
-        parser.add_argument("tenant_id", help="the tenant's id (a UUID)")
-        add_common_arguments(parser)
-    revoke.add_argument(id_name, help=f"the {noun}'s id from `{command} list`")

@@ -8,26 +8,13 @@ import os
 import time
 from typing import Any, TypeAlias
 
+from linkdesk import credentials
 from linkdesk.api_client import (
     CommandError,
-    CredentialCommands,
-    call,
-    client,
-    print_result,
-    register_credential_commands,
 )
 from linkdesk.links import LINK_PATH
-from linkdesk.tenants import GATEWAY_URL, with_status
+from linkdesk.tenants import GATEWAY_URL
 from shared import signed_link
-
-KEY_COLUMNS = (
-    "id",
-    "status",
-    "created_at",
-    "expires_at",
-    "last_used_at",
-    "revoked_at",
-)
 
 DEFAULT_LINK_TTL_SECONDS = 3600
 
@@ -39,26 +26,7 @@ def register(commands: Subparsers) -> None:
     _register_signed_link(commands)
 
 
-def _register_keys(commands: Subparsers) -> None:
-    register_credential_commands(
-        commands,
-        command="signing-key",
-        noun="key",
-        help_text="issue, rotate, revoke and list a tenant's keys for signed links",
-        description="Manage the keys with which a tenant's intranet signs "
-        "links. A key is shown once, when it is issued or rotated; store it "
-        "then. docs/signed-links.md describes the signing scheme.",
-        id_name="key_id",
-        handlers=CredentialCommands(
-            issue=_issue, rotate=_rotate, revoke=_revoke, list=_list
-        ),
-    )
-
-
-def _print_new_key(issued: dict[str, Any], args: argparse.Namespace) -> None:
-    if args.json:
-        print_result(issued, args)
-        return
+def _print_new_key(issued: dict[str, Any]) -> None:
     print(f"key id: {issued['key_id']}")
     print(f"key:    {issued['key']}")
     print(
@@ -67,45 +35,21 @@ def _print_new_key(issued: dict[str, Any], args: argparse.Namespace) -> None:
     )
 
 
-def _issue(args: argparse.Namespace) -> int:
-    with client("tenant", args) as http:
-        issued = call(http, "POST", f"/admin/tenants/{args.tenant_id}/signing-keys")
-    _print_new_key(issued, args)
-    return 0
+KEYS = credentials.Credential(
+    command="signing-key",
+    noun="key",
+    path="signing-keys",
+    id_name="key_id",
+    help_text="issue, rotate, revoke and list a tenant's keys for signed links",
+    description="Manage the keys with which a tenant's intranet signs "
+    "links. A key is shown once, when it is issued or rotated; store it "
+    "then. docs/signed-links.md describes the signing scheme.",
+    print_issued=_print_new_key,
+)
 
 
-def _rotate(args: argparse.Namespace) -> int:
-    with client("tenant", args) as http:
-        rotated = call(
-            http,
-            "POST",
-            f"/admin/tenants/{args.tenant_id}/signing-keys/rotate",
-            json={"grace_seconds": args.grace},
-        )
-    _print_new_key(rotated, args)
-    if not args.json:
-        for old in rotated["expiring"]:
-            print(f"key {old['id']} expires at {old['expires_at']}")
-    return 0
-
-
-def _revoke(args: argparse.Namespace) -> int:
-    with client("tenant", args) as http:
-        info = call(
-            http,
-            "POST",
-            f"/admin/tenants/{args.tenant_id}/signing-keys/{args.key_id}/revoke",
-        )
-    print_result(with_status(info) if not args.json else info, args, KEY_COLUMNS)
-    return 0
-
-
-def _list(args: argparse.Namespace) -> int:
-    with client("tenant", args) as http:
-        keys = call(http, "GET", f"/admin/tenants/{args.tenant_id}/signing-keys")
-    rows = keys if args.json else [with_status(info) for info in keys]
-    print_result(rows, args, KEY_COLUMNS)
-    return 0
+def _register_keys(commands: Subparsers) -> None:
+    credentials.register(commands, KEYS)
 
 
 def _register_signed_link(commands: Subparsers) -> None:

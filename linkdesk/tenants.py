@@ -4,31 +4,21 @@ link secrets and the audit trail, through the tenant service's admin API."""
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 from typing import Any, TypeAlias
 
+from linkdesk import credentials
 from linkdesk.api_client import (
     CommandError,
-    CredentialCommands,
     add_common_arguments,
     call,
     client,
     print_result,
-    register_credential_commands,
 )
 from linkdesk.links import LINK_PATH
 
 TENANT_COLUMNS = ("id", "name", "language", "categories", "intake_enabled")
-SECRET_COLUMNS = (
-    "id",
-    "status",
-    "created_at",
-    "expires_at",
-    "last_used_at",
-    "revoked_at",
-)
 AUDIT_COLUMNS = ("id", "created_at", "admin", "action", "details")
 
 GATEWAY_URL = ("LINKDESK_GATEWAY_URL", "http://127.0.0.1:8080")
@@ -234,25 +224,7 @@ def _audit(args: argparse.Namespace) -> int:
 # --- secret -----------------------------------------------------------------
 
 
-def _register_secret(commands: Subparsers) -> None:
-    register_credential_commands(
-        commands,
-        command="secret",
-        noun="secret",
-        help_text="issue, rotate, revoke and list a tenant's link secrets",
-        description="Manage link secrets through the tenant service. A secret "
-        "is shown once, when it is issued or rotated; store it then.",
-        id_name="secret_id",
-        handlers=CredentialCommands(
-            issue=_issue, rotate=_rotate, revoke=_revoke, list=_list_secrets
-        ),
-    )
-
-
-def _print_new_secret(issued: dict[str, Any], args: argparse.Namespace) -> None:
-    if args.json:
-        print_result(issued, args)
-        return
+def _print_new_secret(issued: dict[str, Any]) -> None:
     variable, default = GATEWAY_URL
     base = os.environ.get(variable, default).rstrip("/")
     print(f"secret:      {issued['secret']}")
@@ -264,57 +236,17 @@ def _print_new_secret(issued: dict[str, Any], args: argparse.Namespace) -> None:
     )
 
 
-def _issue(args: argparse.Namespace) -> int:
-    with client("tenant", args) as http:
-        issued = call(http, "POST", f"/admin/tenants/{args.tenant_id}/secrets")
-    _print_new_secret(issued, args)
-    return 0
+SECRETS = credentials.Credential(
+    command="secret",
+    noun="secret",
+    path="secrets",
+    id_name="secret_id",
+    help_text="issue, rotate, revoke and list a tenant's link secrets",
+    description="Manage link secrets through the tenant service. A secret "
+    "is shown once, when it is issued or rotated; store it then.",
+    print_issued=_print_new_secret,
+)
 
 
-def _rotate(args: argparse.Namespace) -> int:
-    with client("tenant", args) as http:
-        rotated = call(
-            http,
-            "POST",
-            f"/admin/tenants/{args.tenant_id}/secrets/rotate",
-            json={"grace_seconds": args.grace},
-        )
-    _print_new_secret(rotated, args)
-    if not args.json:
-        for old in rotated["expiring"]:
-            print(f"secret {old['id']} expires at {old['expires_at']}")
-    return 0
-
-
-def _revoke(args: argparse.Namespace) -> int:
-    with client("tenant", args) as http:
-        info = call(
-            http,
-            "POST",
-            f"/admin/tenants/{args.tenant_id}/secrets/{args.secret_id}/revoke",
-        )
-    print_result(with_status(info) if not args.json else info, args, SECRET_COLUMNS)
-    return 0
-
-
-def _list_secrets(args: argparse.Namespace) -> int:
-    with client("tenant", args) as http:
-        secrets = call(http, "GET", f"/admin/tenants/{args.tenant_id}/secrets")
-    rows = secrets if args.json else [with_status(info) for info in secrets]
-    print_result(rows, args, SECRET_COLUMNS)
-    return 0
-
-
-def with_status(info: dict[str, Any]) -> dict[str, Any]:
-    """Add `status` (active, expiring, expired, revoked) for the table."""
-    now = dt.datetime.now(dt.UTC)
-    expires = info.get("expires_at")
-    if info.get("revoked_at"):
-        status = "revoked"
-    elif expires and dt.datetime.fromisoformat(expires) <= now:
-        status = "expired"
-    elif expires:
-        status = "expiring"
-    else:
-        status = "active"
-    return {**info, "status": status}
+def _register_secret(commands: Subparsers) -> None:
+    credentials.register(commands, SECRETS)

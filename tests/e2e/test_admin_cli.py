@@ -138,6 +138,25 @@ def test_cli_secret_rotate_list_revoke(run: Run) -> None:
     assert first["secret"] not in run.out
 
 
+def test_cli_signing_key_rotate_list_revoke(run: Run) -> None:
+    tenant_id = run.json("tenant", "create", "Signiert")["id"]
+    first = run.json("signing-key", "issue", tenant_id)
+
+    assert run("signing-key", "rotate", tenant_id, "--grace", "600") == 0
+    assert f"key {first['key_id']} expires at" in run.out
+    assert first["key"] not in run.out
+
+    assert run("signing-key", "list", tenant_id) == 0
+    statuses = {line.split()[0]: line.split()[1] for line in run.out.splitlines()[1:]}
+    assert statuses[first["key_id"]] == "expiring"
+    assert list(statuses.values()).count("active") == 1
+
+    assert run("signing-key", "revoke", tenant_id, first["key_id"]) == 0
+    assert "revoked" in run.out
+    assert run("signing-key", "list", tenant_id) == 0
+    assert first["key"] not in run.out
+
+
 def test_cli_person_commands(run: Run) -> None:
     tenant_id = run.json("tenant", "create", "Personal")["id"]
     assert run("person", "add", tenant_id, "00/47", "Anna Muster") == 0
