@@ -68,7 +68,7 @@ def internal_error_handler(
 def unstorable_value_handler(
     request: AdminRequest, exc: Exception
 ) -> Response[dict[str, object]]:
-    """Answer 400 for a value that passed validation but that PostgreSQL or
+    """Return a 400 for a value that passed validation but that PostgreSQL or
     Python cannot hold, such as a number beyond 64 bits or a date in year 1."""
     logger.info(
         "admin request rejected: %s",
@@ -91,7 +91,7 @@ EXCEPTION_HANDLERS = {
 
 
 def openapi_config(title: str, description: str) -> OpenAPIConfig:
-    """OpenAPI documentation at `/schema`, with bearer authentication declared."""
+    """OpenAPI document at `/schema/openapi.json`, declaring bearer authentication."""
     return OpenAPIConfig(
         title=title,
         version="1",

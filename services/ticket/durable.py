@@ -202,7 +202,7 @@ async def ensure_consumer(
     except APIError as exc:
         for difference in updated:
             logger.error(
-                "consumer setting differs and the server refused the update: %s",
+                "consumer setting differs and the server rejected the update: %s",
                 difference,
                 extra={
                     "event": "consumer_config_mismatch",
