@@ -64,6 +64,8 @@ class Reporter:
     """Location fixed by a signed link; empty for none."""
     preset_category: str = ""
     """Category fixed by a signed link; empty for none."""
+    link_expires_at: int = 0
+    """Unix time at which the signed link expires; 0 for a raw link."""
 
 
 @dataclass(frozen=True)
@@ -366,6 +368,7 @@ class Directory:
             key_id=verified.key_id,
             preset_location=verified.preset_location,
             preset_category=verified.preset_category,
+            link_expires_at=_link_expiry(token),
         )
 
     async def frame_ancestors(self, tenant_id: str, request_id: str) -> list[str]:
@@ -417,6 +420,14 @@ class Directory:
             secret_id=secret_id,
             key_id=key_id,
         )
+
+
+def _link_expiry(token: signed_link.SignedToken) -> int:
+    # The tenant service verified the signature, so the claims are genuine.
+    try:
+        return signed_link.decode_payload(token.payload).expires_at
+    except signed_link.InvalidClaims:
+        return 0
 
 
 def _tenant_of(subject: str) -> str:

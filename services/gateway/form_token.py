@@ -36,6 +36,9 @@ class FormContext(msgspec.Struct, frozen=True, kw_only=True):
     key_id: str | None = None
     """Id of the signing key that verified the signed link, set exactly when
     `signed_link` is true."""
+    link_expires_at: int = 0
+    """Unix time at which the signed link that opened the form expires; 0 for
+    a raw link. An expired form is not renewed after this time."""
     preset_location: str = ""
     """Location that a signed link fixed; the posted value is ignored."""
     preset_category: str = ""

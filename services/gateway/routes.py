@@ -153,10 +153,12 @@ def _context(
     if opened_by is None:
         signed, secret_id, key_id = found.signed, found.secret_id, found.key_id
         location, category = found.preset_location, found.preset_category
+        link_expires_at = found.link_expires_at
     else:
         signed = opened_by.signed_link
         secret_id, key_id = opened_by.secret_id, opened_by.key_id
         location, category = opened_by.preset_location, opened_by.preset_category
+        link_expires_at = opened_by.link_expires_at
     return form_token.FormContext(
         tenant_id=found.tenant.tenant_id,
         tenant_name=found.tenant.name,
@@ -171,6 +173,7 @@ def _context(
         key_id=key_id,
         preset_location=location,
         preset_category=category,
+        link_expires_at=link_expires_at,
     )
 
 
@@ -308,6 +311,10 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
         context, expired = exc.context, True
     except form_token.InvalidToken as exc:
         return _form_rejected(request, pages, str(exc), request_id)
+    if expired and 0 < context.link_expires_at <= time.time():
+        # A form lives its own lifetime, but is never renewed past the expiry
+        # of the signed link that opened it.
+        return _reject(state, "expired_link", request_id)
     values = {name: fields.values.get(name, "") for name in submission.FIELDS}
     # A signed link's fixed values win over whatever was posted.
     if context.preset_category:

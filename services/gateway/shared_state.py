@@ -286,6 +286,14 @@ class SharedState:
         except nats.js.errors.KeyWrongLastSequenceError:
             self._remembered.pop(key, None)
             return None
+        except nats.js.errors.KeyNotFoundError:
+            # nats-py's create() re-reads a key it lost the race for, and a
+            # replica that lags behind can answer "not found": that is a
+            # lost compare-and-set too, not an unavailable bucket.
+            if revision:
+                raise
+            self._remembered.pop(key, None)
+            return None
         except _ERRORS as exc:
             raise self._unavailable("update", exc, write_uncertain=True) from None
         if key in self._remembered:

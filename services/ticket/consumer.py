@@ -85,6 +85,14 @@ def decode_submission(subject: str, data: bytes) -> events.TicketSubmitted:
     return event
 
 
+async def _nak_quietly(messages: list[Msg]) -> None:
+    """Ask for a redelivery of `messages` in two seconds; a NATS outage is
+    ignored here because JetStream then redelivers after the ack wait."""
+    for msg in messages:
+        with contextlib.suppress(nats.errors.Error, OSError):
+            await msg.nak(delay=2.0)
+
+
 @contextlib.asynccontextmanager
 async def working_on(messages: Sequence[Msg], interval: float) -> AsyncIterator[None]:
     """Tell JetStream every `interval` seconds that each message in `messages`
@@ -195,7 +203,14 @@ class SubmissionConsumer:
                     await self._handle_batch(batch)
         finally:
             next_batch.cancel()
-        await subscription.unsubscribe()
+            # Stopped before these were stored (the stop timed out): hand them
+            # back so that another replica gets them without the ack wait.
+            pending = [msg for msg in self._in_hand if not msg.is_acked]
+            if next_batch.done() and not next_batch.cancelled():
+                pending += [msg for msg in next_batch.result() if not msg.is_acked]
+            await _nak_quietly(pending)
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await subscription.unsubscribe()
 
     async def _fetch(
         self, subscription: JetStreamContext.PullSubscription
@@ -276,7 +291,9 @@ class SubmissionConsumer:
                 await self._fail_after_error(msg, exc)
                 continue
             if not handled:
-                # The rest is redelivered after the ack wait.
+                # A dependency is down: hand the rest back for a prompt
+                # redelivery instead of leaving it to the ack wait.
+                await _nak_quietly(messages[messages.index(msg) + 1 :])
                 return False
         return True
 

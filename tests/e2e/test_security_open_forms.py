@@ -332,3 +332,34 @@ async def test_key_rotation_grace_decides_open_form(
     assert post_form(gateway, stopped).status_code == 404
     assert rejection_reasons(stack, offset, 1)[:1] == ["expired_key"]
     assert await published(jetstream, signed_tenant.id) == 1
+
+
+async def test_expired_signed_link_form_not_renewed(
+    stack: Stack,
+    gateway: httpx.Client,
+    signed_tenant: SignedTenant,
+    form_key: bytes,
+    jetstream: JetStreamContext,
+) -> None:
+    """A form lives its own lifetime, but is not renewed past its link's expiry."""
+    token = open_signed_form(gateway, signed_tenant)
+    context = form_token.verify(form_key, token)
+    assert context.link_expires_at > time.time()
+    still_valid_link = expired_copy(form_key, token)
+    past = msgspec.structs.replace(
+        context,
+        expires_at=int(time.time()) - 3600,
+        link_expires_at=int(time.time()) - 60,
+    )
+    link_expired = form_token.sign(form_key, past)
+    offset = log_offset(stack)
+
+    renewed = post_form(gateway, still_valid_link)
+    refused = post_form(gateway, link_expired)
+
+    assert renewed.status_code == 400
+    assert "form_token" in renewed.text
+    assert refused.status_code == 404
+    assert refused.content == neutral_page(gateway)
+    assert rejection_reasons(stack, offset, 1)[:1] == ["expired_link"]
+    assert await published(jetstream, signed_tenant.id) == 0
