@@ -22,6 +22,9 @@ RequestT = TypeVar("RequestT", bound=messages.Message)
 
 REQUEST_ID_HEADER = "Linkdesk-Request-Id"
 
+ERROR_LOG_INTERVAL_SECONDS = 30.0
+"""Shortest time between two `nats_error` log lines of one connection."""
+
 
 class DependencyUnavailable(Exception):
     """A request to another service got no usable reply.
@@ -48,10 +51,27 @@ async def connect(servers: list[str], service: str) -> Client:
     async def reconnected() -> None:
         logger.info("nats reconnected", extra={"event": "nats_reconnected"})
 
+    # During an outage nats-py reports a failed reconnect every half second;
+    # one line per interval with the count keeps the log readable.
+    last_logged = -ERROR_LOG_INTERVAL_SECONDS
+    suppressed = 0
+
     async def error(exc: Exception) -> None:
+        nonlocal last_logged, suppressed
+        now = time.monotonic()
+        if now - last_logged < ERROR_LOG_INTERVAL_SECONDS:
+            suppressed += 1
+            return
         logger.warning(
-            "nats error: %s", exc, extra={"event": "nats_error", "error": repr(exc)}
+            "nats error: %s",
+            exc,
+            extra={
+                "event": "nats_error",
+                "error": repr(exc),
+                "suppressed_since_last": suppressed,
+            },
         )
+        last_logged, suppressed = now, 0
 
     return await nats.connect(
         servers=servers,
