@@ -30,8 +30,8 @@ class DependencyUnavailable(Exception):
     """A request to another service got no usable reply.
 
     `reason` is one of `no_responders`, `timeout`, `disconnected`,
-    `error_reply` and `bad_reply`; none of them says anything about the
-    request itself, so callers answer "try again later", never "not found".
+    `error_reply` and `bad_reply`. None of them is about the request itself,
+    so callers show "try again later", never "not found".
     """
 
     def __init__(self, subject: str, reason: str, detail: str = "") -> None:
@@ -96,7 +96,7 @@ async def request(
 ) -> ReplyT:
     """Send `message` to `subject` and decode the reply as `reply_type`.
 
-    Raises `DependencyUnavailable` when nobody answers, the answer is late,
+    Raises `DependencyUnavailable` when no service responds, the reply is late,
     the connection is down, or the reply is an error or cannot be decoded.
     Counts the request and its outcome in the metrics attached to `nc`.
     """

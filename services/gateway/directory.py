@@ -78,7 +78,7 @@ class ResolvedSecret:
 
 @dataclass(frozen=True)
 class Rejected:
-    """Why a link opens nothing; logged, never shown."""
+    """The reason a link opens nothing; logged, never shown."""
 
     reason: str
 
@@ -217,7 +217,7 @@ class Directory:
     """Typed NATS requests to the tenant and personnel services.
 
     Every method raises `shared.messaging.DependencyUnavailable` when a
-    service does not answer in time, so that a caller never mistakes an
+    service does not reply in time, so that a caller never mistakes an
     outage for an invalid link.
     """
 

@@ -66,7 +66,7 @@ class SignedLink:
 
 @dataclass(frozen=True)
 class MalformedLink:
-    """Why a query is not a link; goes to the log, never to the reader."""
+    """The reason a query is not a link; logged, never shown to the reader."""
 
     reason: Malformed
 

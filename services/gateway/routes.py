@@ -301,7 +301,7 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
     if cross_site is not None:
         return _form_rejected(request, pages, cross_site, request_id)
 
-    # Step 2: the token says which form this is; a forged one gets nowhere.
+    # Step 2: the token identifies the form; a forged one is rejected here.
     try:
         context = form_token.verify(
             settings.form_key, fields.values.get("form_token", "")
@@ -394,7 +394,7 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
             retry_after=blocked.retry_after,
         )
 
-    # Step 6: publish and answer only once JetStream has stored the event.
+    # Step 6: publish, and respond only once JetStream has stored the event.
     event = submission.build_event(fresh, values)
     try:
         duplicate = await publish_submission(

@@ -7,7 +7,7 @@ import re
 import secrets
 
 SECRET_BYTES = 24
-"""192 bits from `secrets`; the link contract asks for at least 128."""
+"""192 bits from `secrets`; the link contract requires at least 128."""
 
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
