@@ -46,6 +46,12 @@ FORM_VALUES = {
 }
 
 
+POST_KIND = "linkdesk POST form"
+
+PARTS = ("get", "post", "stored", "body", "profile", "micro", "baselines", "backlog")
+"""The parts of a run, in the order they run; `--only` picks some of them."""
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -76,12 +82,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-granian", action="store_true", help="skip the granian baseline"
     )
     parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated parts to run, of "
+        + ",".join(PARTS)
+        + "; a partial run prints its figures and writes no page",
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help="a few requests per step, for a check that the command runs",
     )
     args = parser.parse_args(argv)
     args.clients = [int(value) for value in args.clients.split(",")]
+    args.only = [part for part in args.only.split(",") if part]
+    unknown = sorted(set(args.only) - set(PARTS))
+    if unknown:
+        parser.error(f"--only: unknown part {', '.join(unknown)}; choose from {PARTS}")
     if args.smoke:
         args.seconds, args.clients, args.backlog = 1.0, [1, 2], 50
         args.no_profile = args.no_granian = True
@@ -161,7 +178,7 @@ def post_forms_step(
     body_file.write_text("\n".join(form_bodies(system, count)) + "\n")
     row = load_step(
         system,
-        "linkdesk POST form",
+        POST_KIND,
         f"{system.stack.url('gateway')}/public/tickets",
         "post_forms.lua",
         clients,
@@ -439,6 +456,9 @@ def baseline_servers(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    selected = set(args.only or PARTS)
+    if args.no_profile:
+        selected.discard("profile")
     results: dict[str, object] = {
         "machine": machine(),
         "args": {
@@ -454,8 +474,31 @@ def main(argv: list[str] | None = None) -> int:
     try:
         system.start()
         results["rss_idle"] = memory(system)
-        gateway = system.stack.url("gateway")
-        product: list[dict[str, object]] = []
+        run_parts(system, args, selected, work, results)
+        results["rss_end"] = memory(system)
+    finally:
+        system.stop()
+        (work / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        print(f"bench: raw results in {work / 'results.json'}", flush=True)
+    if args.only:
+        print("bench: partial run, no page written", flush=True)
+        return 0
+    report.write(results, args.output)
+    print(f"bench: wrote {args.output}", flush=True)
+    return 0
+
+
+def run_parts(
+    system: System,
+    args: argparse.Namespace,
+    selected: set[str],
+    work: Path,
+    results: dict[str, object],
+) -> None:
+    """Run the selected parts and add their figures to `results`."""
+    product: list[dict[str, object]] = []
+    results["product"] = product
+    if "get" in selected:
         for clients in args.clients:
             product.append(
                 load_step(
@@ -467,58 +510,52 @@ def main(argv: list[str] | None = None) -> int:
                     args.seconds,
                 )
             )
-        expected = 500.0
+    expected = 500.0
+    if "post" in selected:
         for clients in args.clients:
             row = post_forms_step(system, clients, args.seconds, expected, work)
             expected = max(expected, float(row["rate"]))  # type: ignore[arg-type]
             product.append(row)
-        results["product"] = product
-        peak = max(
-            float(r["rate"]) for r in product if r["kind"] == "linkdesk POST form"
-        )  # type: ignore[arg-type]
+    if "stored" in selected:
+        # Half of the peak POST rate of this run; 500/s without POST steps.
+        rates = [float(r["rate"]) for r in product if r["kind"] == POST_KIND]  # type: ignore[arg-type]
+        peak = max(rates, default=1000.0)
         results["accepted_to_stored"] = asyncio.run(
             accepted_to_stored(system, max(1.0, peak / 2), args.seconds)
         )
         print(f"accepted to stored: {results['accepted_to_stored']}", flush=True)
+    if "body" in selected:
         results["large_body"] = large_body(system)
         print(f"20 MB body: {results['large_body']}", flush=True)
-        if not args.no_profile:
-            results["profile"] = profile.profile_gateway(
-                system, args, work, form_bodies
-            )
-        count = 200 if args.smoke else 20_000
-        results["micro"] = [
-            {**asdict(rate), "per_second": rate.per_second}
-            for rate in asyncio.run(
-                micro.run_all(
-                    system.nats.url, system.postgres.url, count, min(10.0, args.seconds)
-                )
-            )
-        ]
-        results["micro"] += [  # type: ignore[operator]
-            {**asdict(rate), "per_second": rate.per_second}
-            for rate in durability.sync_always_rates(
-                work, count, min(10.0, args.seconds)
-            )
-        ]
-        for rate in results["micro"]:  # type: ignore[attr-defined]
-            print(
-                f"{rate['name']:<40} c={rate['concurrency']:<3}"
-                f" {rate['per_second']:8.0f}/s",
-                flush=True,
-            )
+    if "profile" in selected:
+        results["profile"] = profile.profile_gateway(system, args, work, form_bodies)
+    if "micro" in selected:
+        results["micro"] = micro_baselines(system, args, work)
+    if "baselines" in selected:
         results["baselines"] = baseline_servers(system, args, work)
+    if "backlog" in selected:
         results["backlog"] = asyncio.run(backlog_drain(system, args.backlog))
         print(f"backlog: {results['backlog']}", flush=True)
-        results["rss_end"] = memory(system)
-        del gateway
-    finally:
-        system.stop()
-        (work / "results.json").write_text(json.dumps(results, indent=2, default=str))
-        print(f"bench: raw results in {work / 'results.json'}", flush=True)
-    report.write(results, args.output)
-    print(f"bench: wrote {args.output}", flush=True)
-    return 0
+
+
+def micro_baselines(
+    system: System, args: argparse.Namespace, work: Path
+) -> list[dict[str, object]]:
+    """Measure the client-side baselines: NATS, JetStream and asyncpg."""
+    count = 200 if args.smoke else 20_000
+    seconds = min(10.0, args.seconds)
+    rates = asyncio.run(
+        micro.run_all(system.nats.url, system.postgres.url, count, seconds)
+    )
+    rates += durability.sync_always_rates(work, count, seconds)
+    rows: list[dict[str, object]] = []
+    for rate in rates:
+        rows.append({**asdict(rate), "per_second": rate.per_second})
+        print(
+            f"{rate.name:<40} c={rate.concurrency:<3} {rate.per_second:8.0f}/s",
+            flush=True,
+        )
+    return rows
 
 
 if __name__ == "__main__":
