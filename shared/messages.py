@@ -94,6 +94,9 @@ class TenantResolved(Message, frozen=True, kw_only=True):
     secret_id: str | None = None
     """Id of the secret that resolved (replies to `ResolveSecret` only), which
     the gateway sends back in `GetTenant` when the form is submitted."""
+    credential_expires_at: dt.datetime | None = None
+    """In a reply to `GetTenant` that names a secret or key: the time at which
+    that credential stops working, so that a cache keeps this reply no longer."""
 
 
 class VerifySignedLink(Message, frozen=True, kw_only=True):

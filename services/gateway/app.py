@@ -23,6 +23,7 @@ from services.gateway.directory import (
     cache_ttl_from_env,
     subscribe_invalidations,
 )
+from services.gateway.duplicate_window import DuplicateWindow
 from services.gateway.pages import Pages
 from shared import health, lifecycle, messages, metrics, subjects
 
@@ -56,6 +57,9 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
             extra={"event": "lookup_cache_configured", "ttl_seconds": cache.ttl},
         )
         app.state.directory = Directory(nc, app.state.settings.request_timeout, cache)
+        app.state.duplicate_window = DuplicateWindow(
+            nc, app.state.settings.request_timeout
+        )
         shared_state, limiter = rate_limit.build(
             nc, app.state.settings, gateway_metrics.registry
         )

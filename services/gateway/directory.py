@@ -1,13 +1,16 @@
 """Ask the tenant and personnel services whether a link may open a form.
 
-Successful lookups of opened links are cached in the process for
-`GATEWAY_CACHE_TTL_SECONDS` (default 30, 0 switches the cache off). A
-`TenantChanged` or `PersonChanged` event drops every entry of its tenant,
-so a revoked secret, a disabled intake or a deactivated person stops
-working as soon as the event arrives. Events travel on core NATS and can be
-missed, so the TTL bounds how long a missed change can go unseen, and a
-reconnect to NATS clears the whole cache. Rejections and failures are
-never cached, and the submit-time recheck always queries the services.
+Successful lookups are cached in the process for
+`GATEWAY_CACHE_TTL_SECONDS` (default 30, 0 switches the cache off): those
+of opened links, and those of the submit-time recheck, so that a busy
+gateway posts a form without asking another service. A `TenantChanged` or
+`PersonChanged` event drops every entry of its tenant, so a revoked secret
+or key, a disabled intake or a deactivated person stops opening links and
+posting forms as soon as the event arrives. Events travel on core NATS and
+can be missed, so the TTL bounds how long a missed change can go unseen,
+and a reconnect to NATS clears the whole cache. An entry never outlives
+the secret or key it was checked with. Rejections and failures are never
+cached, and neither are signed-link verifications.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ MAX_CACHE_ENTRIES = 10_000
 """Maximum entries per kind (tenants by secret, people); the oldest go first."""
 
 K = TypeVar("K")
+FormKey = tuple[str, str | None, str | None]
+"""Tenant id, and the secret id or key id that a tenant check named."""
 T = TypeVar("T")
 
 
@@ -92,7 +97,8 @@ class _Entry(Generic[T]):
 
 
 class LookupCache:
-    """Successful lookups by secret hash and by (tenant id, personnel number).
+    """Successful lookups by secret hash, by (tenant id, personnel number), and
+    by (tenant id, secret id, key id) for the tenant checks of a submit.
 
     A lookup that was in flight while its tenant's entries were dropped must
     not store its possibly stale reply. Each caller therefore takes a
@@ -116,6 +122,7 @@ class LookupCache:
         self._people: OrderedDict[tuple[str, str], _Entry[messages.Person]] = (
             OrderedDict()
         )
+        self._forms: OrderedDict[FormKey, _Entry[messages.TenantForm]] = OrderedDict()
         self._sequence = 0
         self._dropped_at: dict[str, int] = {}
         self._cleared_at = 0
@@ -125,7 +132,7 @@ class LookupCache:
         return self.ttl > 0
 
     def __len__(self) -> int:
-        return len(self._tenants) + len(self._people)
+        return len(self._tenants) + len(self._people) + len(self._forms)
 
     def secret_key(self, secret: str) -> bytes:
         """Return the cache key of a secret: a keyed hash, never the secret."""
@@ -142,6 +149,9 @@ class LookupCache:
     def person(self, tenant_id: str, number: str) -> messages.Person | None:
         return self._get(self._people, (tenant_id, number))
 
+    def tenant_form(self, key: FormKey) -> messages.TenantForm | None:
+        return self._get(self._forms, key)
+
     def store_tenant(
         self,
         key: bytes,
@@ -150,12 +160,26 @@ class LookupCache:
         secret_expires_at: dt.datetime | None = None,
     ) -> None:
         """Keep a secret's tenant, at most until the secret expires."""
-        ttl = self.ttl
-        if secret_expires_at is not None:
-            remaining = (secret_expires_at - dt.datetime.now(dt.UTC)).total_seconds()
-            ttl = min(ttl, remaining)
         tenant_id = resolved.tenant.tenant_id
+        ttl = self._ttl_until(secret_expires_at)
         self._put(self._tenants, key, resolved, tenant_id, snapshot, ttl)
+
+    def store_tenant_form(
+        self,
+        key: FormKey,
+        form: messages.TenantForm,
+        snapshot: int,
+        credential_expires_at: dt.datetime | None = None,
+    ) -> None:
+        """Keep a tenant check, at most until the secret or key it named expires."""
+        ttl = self._ttl_until(credential_expires_at)
+        self._put(self._forms, key, form, key[0], snapshot, ttl)
+
+    def _ttl_until(self, expires_at: dt.datetime | None) -> float:
+        if expires_at is None:
+            return self.ttl
+        remaining = (expires_at - dt.datetime.now(dt.UTC)).total_seconds()
+        return min(self.ttl, remaining)
 
     def store_person(
         self, tenant_id: str, number: str, person: messages.Person, snapshot: int
@@ -166,7 +190,11 @@ class LookupCache:
         """Forget every entry of `tenant_id`; return how many there were."""
         self._sequence += 1
         self._dropped_at[tenant_id] = self._sequence
-        return _drop(self._tenants, tenant_id) + _drop(self._people, tenant_id)
+        return (
+            _drop(self._tenants, tenant_id)
+            + _drop(self._people, tenant_id)
+            + _drop(self._forms, tenant_id)
+        )
 
     def clear(self) -> None:
         self._sequence += 1
@@ -174,6 +202,7 @@ class LookupCache:
         self._dropped_at.clear()
         self._tenants.clear()
         self._people.clear()
+        self._forms.clear()
 
     def _get(self, entries: OrderedDict[K, _Entry[T]], key: K) -> T | None:
         entry = entries.get(key)
@@ -307,22 +336,17 @@ class Directory:
                 self.cache.store_tenant(
                     key, found_secret, snapshot, resolved.secret_expires_at
                 )
-        tenant = found_secret.tenant
-
-        person = (
-            self.cache.person(tenant.tenant_id, personnel_number) if use_cache else None
-        )
-        if person is None:
-            found = await self._ask_person(
-                tenant.tenant_id, personnel_number, request_id
-            )
-            if found.person is None:
-                return Rejected(found.reason or "unknown_person")
-            person = found.person
-            if use_cache:
-                self.cache.store_person(
-                    tenant.tenant_id, personnel_number, person, snapshot
+                # The same reply answers the tenant check of this form's submit.
+                self.cache.store_tenant_form(
+                    (resolved.tenant.tenant_id, resolved.secret_id, None),
+                    resolved.tenant,
+                    snapshot,
+                    resolved.secret_expires_at,
                 )
+        tenant = found_secret.tenant
+        person = await self._person(tenant.tenant_id, personnel_number, request_id)
+        if isinstance(person, Rejected):
+            return person
         return Reporter(tenant=tenant, person=person, secret_id=found_secret.secret_id)
 
     async def resolve_signed_link(
@@ -350,17 +374,11 @@ class Directory:
             # when it is submitted, so none is rendered.
             return Rejected("missing_credential")
         tenant = verified.tenant
-        number = verified.personnel_number
-        use_cache = self._cache_usable()
-        snapshot = self.cache.snapshot()
-        person = self.cache.person(tenant.tenant_id, number) if use_cache else None
-        if person is None:
-            found = await self._ask_person(tenant.tenant_id, number, request_id)
-            if found.person is None:
-                return Rejected(found.reason or "unknown_person")
-            person = found.person
-            if use_cache:
-                self.cache.store_person(tenant.tenant_id, number, person, snapshot)
+        person = await self._person(
+            tenant.tenant_id, verified.personnel_number, request_id
+        )
+        if isinstance(person, Rejected):
+            return person
         return Reporter(
             tenant=tenant,
             person=person,
@@ -378,12 +396,10 @@ class Directory:
         its intake is off, or the tenant service does not respond.
         """
         try:
-            resolved = await self._ask_tenant(
-                messages.GetTenant(tenant_id=tenant_id), request_id
-            )
+            found = await self._tenant_form(tenant_id, None, None, request_id)
         except DependencyUnavailable:
             return []
-        return [] if resolved.tenant is None else resolved.tenant.frame_ancestors
+        return [] if isinstance(found, Rejected) else found.frame_ancestors
 
     async def recheck(
         self,
@@ -399,27 +415,68 @@ class Directory:
         neither revoked nor expired.
 
         The tenant service also rejects a secret once its tenant requires
-        signed links. This check bypasses the cache: a submission is rarer
-        than opening a link, and it must see the current state.
+        signed links. Both answers may come from the cache, which change
+        events keep current.
         """
         if secret_id is None and key_id is None:
             return Rejected("missing_credential")
+        tenant = await self._tenant_form(tenant_id, secret_id, key_id, request_id)
+        if isinstance(tenant, Rejected):
+            return tenant
+        person = await self._person(tenant_id, personnel_number, request_id)
+        if isinstance(person, Rejected):
+            return person
+        return Reporter(
+            tenant=tenant,
+            person=person,
+            signed=key_id is not None,
+            secret_id=secret_id,
+            key_id=key_id,
+        )
+
+    async def _tenant_form(
+        self,
+        tenant_id: str,
+        secret_id: str | None,
+        key_id: str | None,
+        request_id: str,
+    ) -> messages.TenantForm | Rejected:
+        """Return the tenant's form settings while its intake is on and the
+        named secret or key still works, from the cache when it has them."""
+        use_cache = self._cache_usable()
+        key: FormKey = (tenant_id, secret_id, key_id)
+        form = self.cache.tenant_form(key) if use_cache else None
+        if form is not None:
+            return form
+        snapshot = self.cache.snapshot()
         resolved = await self._ask_tenant(
             messages.GetTenant(tenant_id=tenant_id, secret_id=secret_id, key_id=key_id),
             request_id,
         )
         if resolved.tenant is None:
             return Rejected(resolved.reason or "unknown_tenant")
+        if use_cache:
+            self.cache.store_tenant_form(
+                key, resolved.tenant, snapshot, resolved.credential_expires_at
+            )
+        return resolved.tenant
+
+    async def _person(
+        self, tenant_id: str, personnel_number: str, request_id: str
+    ) -> messages.Person | Rejected:
+        """Return the active person with this number, from the cache when it
+        has them."""
+        use_cache = self._cache_usable()
+        person = self.cache.person(tenant_id, personnel_number) if use_cache else None
+        if person is not None:
+            return person
+        snapshot = self.cache.snapshot()
         found = await self._ask_person(tenant_id, personnel_number, request_id)
         if found.person is None:
             return Rejected(found.reason or "unknown_person")
-        return Reporter(
-            tenant=resolved.tenant,
-            person=found.person,
-            signed=key_id is not None,
-            secret_id=secret_id,
-            key_id=key_id,
-        )
+        if use_cache:
+            self.cache.store_person(tenant_id, personnel_number, found.person, snapshot)
+        return found.person
 
 
 def _link_expiry(token: signed_link.SignedToken) -> int:

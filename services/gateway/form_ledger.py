@@ -1,13 +1,17 @@
 """The ledger of accepted forms, in the gateway's shared key-value bucket.
 
 A form token may be posted again: a double click, a reload, two tabs. Once
-a form was accepted, the ledger lets every replica respond to a repeat without
-publishing anything:
+a form was accepted, the ledger lets every replica answer a repeat:
 
 - the same values again redirect to the same confirmation, as before;
 - other values are rejected (409) with the reference of the accepted
   ticket, because the first accepted text is the ticket and a silent
   redirect would pretend the new text was stored.
+
+A repeat of a form first rendered within the ticket stream's duplicate
+window is published again, JetStream drops it and reports a duplicate, and
+only then is the ledger read (see `duplicate_window`). A repeat of an older
+form is looked up before anything is published.
 
 Entries live as long as the bucket's TTL, which is at least the form
 lifetime. When the bucket is unreachable, the ledger is skipped and the

@@ -43,6 +43,9 @@ class FormContext(msgspec.Struct, frozen=True, kw_only=True):
     """Location that a signed link fixed; the posted value is ignored."""
     preset_category: str = ""
     """Category that a signed link fixed; the posted value is ignored."""
+    first_rendered_at: int = 0
+    """Unix time at which a form with this submission id was first rendered,
+    kept when the form is renewed; 0 for a token from before this field."""
 
 
 class InvalidToken(ValueError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,10 @@ def frame_headers(frame_ancestors: Sequence[str]) -> dict[str, str]:
 
 RETRY_AFTER_SECONDS = 10
 
+FRESH_FORM_PAGES = 256
+"""Empty form pages kept rendered, the least recently used dropped first:
+at about 10 KB each, a few MB at most."""
+
 
 def human_size(size: int) -> str:
     """Format a byte count the way the error page states a limit."""
@@ -73,7 +79,16 @@ class Pages:
             loader=jinja2.FileSystemLoader(TEMPLATES),
             autoescape=True,
             undefined=jinja2.StrictUndefined,
+            # The templates ship with the code, so checking their files for
+            # changes on every render only costs time.
+            auto_reload=False,
         )
+        self._fresh_forms: OrderedDict[tuple[object, ...], tuple[bytes, bytes]] = (
+            OrderedDict()
+        )
+        # Letters only, so that escaping leaves it as it is; random, so that
+        # no tenant or person name can contain it.
+        self._token_mark = f"FormToken{secrets.token_hex(16)}"
         # Rendered once so that every invalid link gets the same bytes,
         # whatever the reason and whatever the request's language.
         self.not_found_body = self._render("not_found.html", static_url=STATIC_URL)
@@ -126,12 +141,27 @@ class Pages:
         frame_ancestors: Sequence[str] = (),
         retry_after: int = RETRY_AFTER_SECONDS,
     ) -> Response[bytes]:
+        if values or errors or banner_key:
+            body = self._form_body(context, form_token, values, errors, banner_key)
+        else:
+            body = self._fresh_form_body(context, form_token)
+        headers = {"Retry-After": str(retry_after)} if status in (429, 503) else {}
+        return self._html(body, status, headers, frame_ancestors)
+
+    def _form_body(
+        self,
+        context: FormContext,
+        form_token: str,
+        values: Mapping[str, str] | None = None,
+        errors: Mapping[str, submission.FieldError] | None = None,
+        banner_key: str | None = None,
+    ) -> bytes:
         texts = i18n.texts(context.language)
         messages = {
             name: texts[error.key].format(max=error.max)
             for name, error in (errors or {}).items()
         }
-        body = self._render(
+        return self._render(
             "form.html",
             lang=context.language,
             t=texts,
@@ -150,8 +180,32 @@ class Pages:
             preset_location=context.preset_location,
             preset_category=context.preset_category,
         )
-        headers = {"Retry-After": str(retry_after)} if status in (429, 503) else {}
-        return self._html(body, status, headers, frame_ancestors)
+
+    def _fresh_form_body(self, context: FormContext, form_token: str) -> bytes:
+        """Return an empty form from the page around the token, rendered once
+        per reporter and language, because rendering took most of the time of
+        opening a link."""
+        key = (
+            context.language,
+            context.tenant_name,
+            context.person_name,
+            context.personnel_number,
+            tuple(context.categories),
+            context.preset_location,
+            context.preset_category,
+        )
+        halves = self._fresh_forms.get(key)
+        if halves is None:
+            page = self._form_body(context, self._token_mark)
+            before, mark, after = page.partition(self._token_mark.encode())
+            if not mark or self._token_mark.encode() in after:
+                return self._form_body(context, form_token)
+            halves = self._fresh_forms[key] = (before, after)
+            while len(self._fresh_forms) > FRESH_FORM_PAGES:
+                self._fresh_forms.popitem(last=False)
+        else:
+            self._fresh_forms.move_to_end(key)
+        return halves[0] + form_token.encode("ascii") + halves[1]
 
     def confirmation(
         self, language: str, reference: str, frame_ancestors: Sequence[str] = ()

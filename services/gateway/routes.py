@@ -22,6 +22,7 @@ from services.gateway import (
     submission,
 )
 from services.gateway.directory import Directory, Rejected, Reporter
+from services.gateway.duplicate_window import DuplicateWindow
 from services.gateway.pages import TEMPLATES, Pages, human_size
 from services.gateway.publisher import (
     PayloadTooLarge,
@@ -150,15 +151,18 @@ def _context(
 ) -> form_token.FormContext:
     """Build a form's context; `opened_by` carries the opening secret or key
     and a signed link's fixed values over from the form that was posted."""
+    now = int(time.time())
     if opened_by is None:
         signed, secret_id, key_id = found.signed, found.secret_id, found.key_id
         location, category = found.preset_location, found.preset_category
         link_expires_at = found.link_expires_at
+        first_rendered_at = now
     else:
         signed = opened_by.signed_link
         secret_id, key_id = opened_by.secret_id, opened_by.key_id
         location, category = opened_by.preset_location, opened_by.preset_category
         link_expires_at = opened_by.link_expires_at
+        first_rendered_at = opened_by.first_rendered_at
     return form_token.FormContext(
         tenant_id=found.tenant.tenant_id,
         tenant_name=found.tenant.name,
@@ -167,13 +171,14 @@ def _context(
         language=language,
         categories=found.tenant.categories,
         submission_id=submission_id,
-        expires_at=int(time.time()) + settings.form_ttl_seconds,
+        expires_at=now + settings.form_ttl_seconds,
         signed_link=signed,
         secret_id=secret_id,
         key_id=key_id,
         preset_location=location,
         preset_category=category,
         link_expires_at=link_expires_at,
+        first_rendered_at=first_rendered_at,
     )
 
 
@@ -321,9 +326,13 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
         values["category"] = context.preset_category
     if context.preset_location:
         values["location"] = context.preset_location
-    repeated = await _repeated_post(state, context, values, request_id)
-    if repeated is not None:
-        return repeated
+    # A repeat of a young form is caught by the publish below, which JetStream
+    # reports as a duplicate; only older forms need the ledger first.
+    window: DuplicateWindow = state.duplicate_window
+    if not await window.covers(context.first_rendered_at):
+        repeated = await _repeated_post(state, context, values, request_id)
+        if repeated is not None:
+            return repeated
 
     # Step 3: check again that intake is on, the person active and the secret
     # or key that opened the form still valid. An expired token gets a fresh
@@ -426,6 +435,10 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
             status=503,
             frame_ancestors=frame_ancestors,
         )
+    if duplicate:
+        repeated = await _repeated_post(state, context, values, request_id)
+        if repeated is not None:
+            return repeated
     logger.info(
         "submission accepted",
         extra={
@@ -437,15 +450,17 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
         },
     )
     if not duplicate:
+        # A duplicate's values may not be the stored ones, so only the post
+        # that JetStream took first is counted and written to the ledger.
         await limiter.count_submission(fresh.tenant_id, fresh.personnel_number)
-    await form_ledger.record(
-        state.shared_state,
-        fresh.submission_id,
-        form_ledger.AcceptedForm(
-            reference=event.data.reference,
-            values_digest=form_ledger.values_digest(values, submission.FIELDS),
-        ),
-    )
+        await form_ledger.record(
+            state.shared_state,
+            fresh.submission_id,
+            form_ledger.AcceptedForm(
+                reference=event.data.reference,
+                values_digest=form_ledger.values_digest(values, submission.FIELDS),
+            ),
+        )
     return _confirmation_redirect(
         settings, event.data.reference, fresh.language, fresh.tenant_id
     )

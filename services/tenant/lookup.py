@@ -77,31 +77,41 @@ async def resolve_secret(
     )
 
 
-async def _credential_rejection(
+async def _credential_check(
     pool: asyncpg.Pool, tenant: repository.Tenant, request: messages.GetTenant
-) -> messages.TenantRejection | None:
+) -> tuple[messages.TenantRejection | None, dt.datetime | None]:
     """Return why the secret or key named in `request` no longer opens this
-    tenant's forms, or None when it does or none is named."""
+    tenant's forms (None when it does or none is named), and when it expires."""
     now = dt.datetime.now(dt.UTC)
+    expires_at: dt.datetime | None = None
     if request.secret_id is not None:
         try:
             secret_id = uuid.UUID(request.secret_id)
         except ValueError:
-            return "unknown_secret"
+            return "unknown_secret", None
         secret = await repository.find_tenant_secret(pool, tenant.id, secret_id)
         if secret is None:
-            return "unknown_secret"
+            return "unknown_secret", None
         rejection = _secret_rejection(secret, now)
         if rejection is not None:
-            return rejection
+            return rejection, None
         if tenant.signed_links_required:
-            return "signed_link_required"
+            return "signed_link_required", None
+        expires_at = secret.expires_at
     if request.key_id is not None:
         key = await repository.find_tenant_signing_key(pool, tenant.id, request.key_id)
         if key is None:
-            return "unknown_key"
-        return _key_rejection(key, now)
-    return None
+            return "unknown_key", None
+        key_rejection = _key_rejection(key, now)
+        if key_rejection is not None:
+            return key_rejection, None
+        expires_at = _earliest(expires_at, key.expires_at)
+    return None, expires_at
+
+
+def _earliest(*times: dt.datetime | None) -> dt.datetime | None:
+    known = [value for value in times if value is not None]
+    return min(known, default=None)
 
 
 async def get_form(
@@ -113,12 +123,14 @@ async def get_form(
         tenant = await repository.get_tenant(pool, uuid.UUID(request.tenant_id))
     except (ValueError, repository.TenantNotFound):
         return messages.TenantResolved(reason="unknown_tenant")
-    rejection = await _credential_rejection(pool, tenant, request)
+    rejection, expires_at = await _credential_check(pool, tenant, request)
     if rejection is not None:
         return messages.TenantResolved(reason=rejection)
     if not tenant.intake_enabled:
         return messages.TenantResolved(reason="intake_disabled")
-    return messages.TenantResolved(tenant=_form(tenant))
+    return messages.TenantResolved(
+        tenant=_form(tenant), credential_expires_at=expires_at
+    )
 
 
 MAX_SIGNED_LINK_LIFETIME = dt.timedelta(days=31)

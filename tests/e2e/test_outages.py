@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from linkdesk.processes import Stack
-from shared import messages, subjects
+from shared import directory_events, messages, subjects
 from tests.helpers import (
     LINK_PATH,
     VALID_FIELDS,
@@ -214,17 +214,63 @@ def test_personnel_down_link_returns_503(
     assert open_link(gateway, tenant.link_query()).status_code == 200
 
 
-def test_personnel_down_post_keeps_typed_values(
+def test_personnel_down_cached_form_accepted(
     running_stack: Stack,
     gateway: httpx.Client,
     admin: Admin,
     tenant: TenantFixture,
 ) -> None:
-    """A form posted while personnel is down comes back 503 with its values."""
+    """A form opened before the outage is checked from the gateway's cache."""
     page = open_link(gateway, tenant.link_query())
     assert page.status_code == 200
-    log = gateway_log(running_stack)
     running_stack.services["personnel"].stop()
+
+    answer = post_form(gateway, form_token(page), TYPED_FIELDS)
+
+    assert answer.status_code == 303, answer.text[:500]
+    [ticket] = admin.wait_for_tickets(tenant.id, 1)
+    assert ticket["subject"] == TYPED_FIELDS["subject"]
+
+
+async def drop_cached_people(
+    gateway: httpx.Client, tenant: TenantFixture, nats_url: str
+) -> None:
+    """Send the change event that the personnel service sends after a change,
+    and wait until the gateway has dropped the tenant's cached lookups: a
+    link of the tenant then needs the (stopped) personnel service."""
+    nc = await nats.connect(nats_url)
+    try:
+        await directory_events.publish(
+            nc,
+            directory_events.PersonChanged(
+                tenant_id=tenant.id,
+                change="updated",
+                personnel_number=tenant.personnel_number,
+                changed_at=directory_events.now(),
+            ),
+        )
+    finally:
+        await nc.close()
+    deadline = time.monotonic() + 5
+    while open_link(gateway, tenant.link_query()).status_code != 503:
+        assert time.monotonic() < deadline, "the gateway kept its cached lookups"
+        await asyncio.sleep(0.05)
+
+
+async def test_personnel_down_post_keeps_typed_values(
+    running_stack: Stack,
+    gateway: httpx.Client,
+    admin: Admin,
+    tenant: TenantFixture,
+    nats_url: str,
+) -> None:
+    """A form posted while personnel is down and the gateway has nothing
+    cached for the tenant comes back 503 with its values."""
+    page = open_link(gateway, tenant.link_query())
+    assert page.status_code == 200
+    running_stack.services["personnel"].stop()
+    await drop_cached_people(gateway, tenant, nats_url)
+    log = gateway_log(running_stack)
 
     started = time.monotonic()
     answer = post_form(gateway, form_token(page), TYPED_FIELDS)

@@ -155,3 +155,43 @@ def test_oldest_entries_evicted_at_limit() -> None:
         person("3"),
         person("4"),
     ]
+
+
+def test_tenant_check_kept_per_credential() -> None:
+    clock = Clock()
+    cache = LookupCache(30, clock=clock)
+    form = resolved(TENANT_A).tenant
+    by_secret = (TENANT_A, "0b8f5a52-2f4e-4d62-9a43-5b1c7e9d0a11", None)
+    by_key = (TENANT_A, None, "key-2026")
+    cache.store_tenant_form(by_secret, form, cache.snapshot())
+
+    assert cache.tenant_form(by_secret) == form
+    assert cache.tenant_form(by_key) is None
+    assert cache.tenant_form((TENANT_A, None, None)) is None
+
+
+def test_tenant_check_dropped_with_tenant() -> None:
+    cache = LookupCache(30)
+    key = (TENANT_A, None, "key-2026")
+    other = (TENANT_B, None, "key-2026")
+    cache.store_tenant_form(key, resolved(TENANT_A).tenant, cache.snapshot())
+    cache.store_tenant_form(other, resolved(TENANT_B).tenant, cache.snapshot())
+
+    assert cache.drop_tenant(TENANT_A) == 1
+
+    assert cache.tenant_form(key) is None
+    assert cache.tenant_form(other) == resolved(TENANT_B).tenant
+
+
+def test_credential_expiry_shortens_tenant_check() -> None:
+    clock = Clock()
+    cache = LookupCache(30, clock=clock)
+    key = (TENANT_A, None, "key-2026")
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
+    cache.store_tenant_form(key, resolved(TENANT_A).tenant, cache.snapshot(), expires)
+
+    clock.now += 4
+    assert cache.tenant_form(key) is not None
+
+    clock.now += 1.5
+    assert cache.tenant_form(key) is None

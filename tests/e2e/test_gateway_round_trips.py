@@ -1,0 +1,145 @@
+"""The NATS round trips a form post makes, counted in the gateway's metrics.
+
+A post of a form the gateway rendered recently sends no request to another
+service: the tenant and person checks come from the lookup cache, and a
+repeat of a young form is caught by JetStream's duplicate window rather
+than by a ledger lookup before the publish. Forms older than the window are
+looked up first.
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlencode
+
+import httpx
+import msgspec
+import nats
+from prometheus_client.parser import text_string_to_metric_families
+
+from linkdesk.processes import Stack
+from services.gateway import form_token
+from services.gateway.duplicate_window import SAFETY_SHARE, DuplicateWindow
+from shared import subjects
+from tests.helpers import VALID_FIELDS, TenantFixture, open_link
+from tests.helpers import form_token as page_token
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+def counter(stack: Stack, name: str, **labels: str) -> float:
+    """Sum the gateway's samples of counter `name` whose labels include `labels`."""
+    response = httpx.get(f"{stack.url('gateway')}/metrics", timeout=10.0)
+    assert response.status_code == 200
+    total = 0.0
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name != f"{name}_total":
+                continue
+            if all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def lookups(stack: Stack) -> float:
+    return sum(
+        counter(stack, "linkdesk_nats_requests", subject=subject)
+        for subject in (subjects.TENANT_GET, subjects.PERSONNEL_RESOLVE)
+    )
+
+
+def duplicates(stack: Stack) -> float:
+    return counter(
+        stack, "linkdesk_events_published", event_type="submitted", outcome="duplicate"
+    )
+
+
+def post(gateway: httpx.Client, token: str, **changes: str) -> httpx.Response:
+    fields = {"form_token": token, **VALID_FIELDS, **changes}
+    return gateway.post(
+        "/public/tickets",
+        content=urlencode(fields).encode(),
+        headers={"Content-Type": FORM_TYPE},
+    )
+
+
+def open_token(gateway: httpx.Client, tenant: TenantFixture) -> str:
+    page = open_link(gateway, tenant.link_query())
+    assert page.status_code == 200
+    return page_token(page)
+
+
+def test_opened_form_posts_without_lookups(
+    stack: Stack, gateway: httpx.Client, tenant: TenantFixture
+) -> None:
+    tokens = [open_token(gateway, tenant) for _ in range(3)]
+    before = lookups(stack)
+
+    answers = [post(gateway, token) for token in tokens]
+
+    assert [answer.status_code for answer in answers] == [303, 303, 303]
+    assert lookups(stack) == before
+
+
+def test_young_form_repeat_caught_by_publish(
+    stack: Stack, gateway: httpx.Client, tenant: TenantFixture
+) -> None:
+    token = open_token(gateway, tenant)
+    assert post(gateway, token).status_code == 303
+    before = duplicates(stack)
+
+    again = post(gateway, token, subject="Ein anderer Betreff")
+
+    assert again.status_code == 409
+    assert duplicates(stack) == before + 1
+
+
+def test_old_form_repeat_looked_up_before_publish(
+    stack: Stack, gateway: httpx.Client, tenant: TenantFixture, form_key: bytes
+) -> None:
+    token = open_token(gateway, tenant)
+    first = post(gateway, token)
+    assert first.status_code == 303
+    context = form_token.verify(form_key, token)
+    # The same form, as if first rendered a day ago and renewed since.
+    old = form_token.sign(
+        form_key,
+        msgspec.structs.replace(context, first_rendered_at=int(time.time()) - 86_400),
+    )
+    before = duplicates(stack)
+
+    same = post(gateway, old)
+    changed = post(gateway, old, subject="Ein anderer Betreff")
+
+    assert same.status_code == 303
+    assert same.headers["location"] == first.headers["location"]
+    assert changed.status_code == 409
+    assert duplicates(stack) == before
+
+
+async def test_window_read_from_stream(stack: Stack, nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        info = await nc.jetstream().stream_info(subjects.TICKET_STREAM)
+        window = DuplicateWindow(nc, timeout=2.0)
+        now = int(time.time())
+
+        assert await window.covers(now - 1)
+        assert window.seconds == info.config.duplicate_window
+        usable = int(window.seconds * (1 - SAFETY_SHARE))
+        assert not await window.covers(now - usable - 1)
+        assert not await window.covers(0)
+    finally:
+        await nc.close()
+
+
+async def test_unknown_window_covers_nothing(stack: Stack, nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    window = DuplicateWindow(nc, timeout=2.0)
+    assert await window.covers(int(time.time()) - 1)
+    await nc.close()
+
+    await window.refresh()
+
+    assert window.seconds == 0
+    assert not await window.covers(int(time.time()) - 1)

@@ -1,0 +1,61 @@
+"""Unit tests for the gateway's form pages: an empty form comes from the
+page rendered once per reporter, and equals a full render byte for byte."""
+
+from __future__ import annotations
+
+import msgspec
+
+from services.gateway import pages as pages_module
+from services.gateway import submission
+from services.gateway.form_token import FormContext
+from services.gateway.pages import Pages
+
+CONTEXT = FormContext(
+    tenant_id="6f1c0e0a-0000-4000-8000-00000000000a",
+    tenant_name="Heim <Am See> & Co",
+    personnel_number="004711",
+    person_name="Jörg Bäcker",
+    language="de",
+    categories=["IT", "Haustechnik"],
+    submission_id="0b8f5a52-2f4e-4d62-9a43-5b1c7e9d0a11",
+    expires_at=2_000_000_000,
+)
+
+
+def test_empty_form_equals_full_render() -> None:
+    pages = Pages()
+    for token in ("first.token", "second.token"):
+        assert pages.form(CONTEXT, token).content == pages._form_body(CONTEXT, token)
+
+
+def test_each_reporter_gets_own_page() -> None:
+    pages = Pages()
+    other = msgspec.structs.replace(CONTEXT, person_name="Anna Muster")
+    french = msgspec.structs.replace(CONTEXT, language="fr")
+
+    for context in (CONTEXT, other, french, CONTEXT):
+        body = pages.form(context, "abc.def").content
+        assert body == pages._form_body(context, "abc.def")
+
+    assert b"Anna Muster" not in pages.form(CONTEXT, "abc.def").content
+
+
+def test_filled_form_not_taken_from_cache() -> None:
+    pages = Pages()
+    pages.form(CONTEXT, "abc.def")
+    values = {"subject": "Drucker defekt"}
+    errors = {"description": submission.FieldError("error_required")}
+
+    filled = pages.form(CONTEXT, "abc.def", values=values, errors=errors)
+
+    assert b"Drucker defekt" in filled.content
+    assert filled.content == pages._form_body(CONTEXT, "abc.def", values, errors)
+
+
+def test_page_cache_bounded() -> None:
+    pages = Pages()
+    for index in range(pages_module.FRESH_FORM_PAGES + 10):
+        context = msgspec.structs.replace(CONTEXT, personnel_number=str(index))
+        pages.form(context, "abc.def")
+
+    assert len(pages._fresh_forms) == pages_module.FRESH_FORM_PAGES
