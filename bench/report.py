@@ -39,7 +39,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         "linkdesk POST form",
         "chain GET, 2 lookups",
         "chain POST, 2 lookups + publish",
-        "bare POST, uvicorn h11",
+        "bare POST, uvicorn httptools",
     ]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for kind in kinds:
@@ -79,9 +79,9 @@ def _load_table(results: dict[str, Any]) -> list[str]:
 def _ratio_table(results: dict[str, Any], clients: list[int]) -> list[str]:
     pairs = [
         ("linkdesk POST form", "chain POST, 2 lookups + publish"),
-        ("linkdesk POST form", "bare POST, uvicorn h11"),
+        ("linkdesk POST form", "bare POST, uvicorn httptools"),
         ("linkdesk GET link", "chain GET, 2 lookups"),
-        ("linkdesk GET link", "bare GET, uvicorn h11"),
+        ("linkdesk GET link", "bare GET, uvicorn httptools"),
     ]
     lines = [
         "| ours | baseline | " + " | ".join(f"c={c}" for c in clients) + " | peak |",
@@ -132,7 +132,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
 
     post_peak = _peak(results, "linkdesk POST form")
     chain_post = _peak(results, "chain POST, 2 lookups + publish")
-    bare_post = _peak(results, "bare POST, uvicorn h11")
+    bare_post = _peak(results, "bare POST, uvicorn httptools")
     rows.append(
         (
             "POST rate >= minimal chain's",

@@ -357,7 +357,7 @@ def baseline_servers(
     system: System, args: argparse.Namespace, work: Path
 ) -> list[dict[str, object]]:
     """Measure the bare app under uvicorn (h11, httptools) and granian, and
-    the minimal chain under uvicorn with h11."""
+    the minimal chain under uvicorn with the services' HTTP protocol."""
     rows: list[dict[str, object]] = []
     json_body = work / "submission.json"
     json_body.write_text(
@@ -431,7 +431,7 @@ def baseline_servers(
         ["-m", "bench.chain_worker", system.nats.url, system.postgres.url]
     )
     port = free_port()
-    system.start_helper(["-m", "bench.serve", "chain_app", str(port), "h11"], port)
+    system.start_helper(["-m", "bench.serve", "chain_app", str(port), "service"], port)
     url = f"http://127.0.0.1:{port}/chain"
     for clients in args.clients:
         rows.append(

@@ -1,23 +1,29 @@
 """Serve a baseline app from `bench.apps` the way the services are served.
 
-    python -m bench.serve APP PORT {h11,httptools}
+    python -m bench.serve APP PORT {h11,httptools,service}
 
 uses the uvicorn settings of `shared.runtime.serve` with the given HTTP
-parser; the event loop is uvloop when it is installed (uvicorn's "auto").
+protocol: uvicorn's stock h11 or httptools protocol, or `service` for the
+services' own `shared.runtime.HTTP_PROTOCOL`. The event loop is uvloop when
+it is installed (uvicorn's "auto").
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import uvicorn
 
 from bench import apps
-from shared.runtime import MAX_REQUEST_HEAD_BYTES
+from shared.runtime import HTTP_PROTOCOL, MAX_REQUEST_HEAD_BYTES
 
 
 def main() -> None:
     app_name, port, parser = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    protocol: type[asyncio.Protocol] | str = (
+        HTTP_PROTOCOL if parser == "service" else parser
+    )
     config = uvicorn.Config(
         getattr(apps, app_name),
         host="127.0.0.1",
@@ -27,7 +33,7 @@ def main() -> None:
         server_header=False,
         date_header=True,
         loop="auto",
-        http=parser,
+        http=protocol,
         h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
         lifespan="on",
     )

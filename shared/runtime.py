@@ -13,6 +13,7 @@ import uvicorn
 from litestar import Litestar
 
 from shared import logs
+from shared.httptools_protocol import LimitedHttpToolsProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +42,20 @@ class _Server(uvicorn.Server):
 
 
 MAX_REQUEST_HEAD_BYTES = 256 * 1024
-"""Largest request line plus headers that the h11 parser buffers.
+"""Largest request line plus headers that a service reads.
 
 The gateway must read a link with a 100 KB query to answer it with the
-neutral 404 page; uvicorn's httptools parser rejects a request line of about
-64 KB with its own 400 (uvicorn 0.55), so the services use h11 with this
-limit instead.
+neutral 404 page. `HTTP_PROTOCOL` applies this limit through uvicorn's
+`h11_max_incomplete_event_size` setting and sends a plain 400 above it.
 """
+
+HTTP_PROTOCOL = LimitedHttpToolsProtocol
+"""uvicorn's httptools protocol, changed to read request targets over
+httptools' 64 KiB URL limit and to apply `MAX_REQUEST_HEAD_BYTES`.
+
+With it the gateway used about 65 µs less CPU per GET of a link than with
+h11, and served 14 to 20% more of them (wrk through the whole stack on a
+2-core machine)."""
 
 
 def serve(service: str, app: Litestar, host: str, port: int) -> None:
@@ -62,7 +70,7 @@ def serve(service: str, app: Litestar, host: str, port: int) -> None:
         server_header=False,
         date_header=True,
         loop="auto",
-        http="h11",
+        http=HTTP_PROTOCOL,
         h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
         lifespan="on",
         timeout_graceful_shutdown=10,

@@ -185,7 +185,9 @@ def test_unrouted_requests_share_one_label(stack: Stack, gateway: httpx.Client) 
 
     assert gateway.get(path).status_code == 404
     assert gateway.put("/public/tickets").status_code == 405
-    assert gateway.request("BREW", path).status_code == 404
+    # A method that the HTTP parser knows and no route uses; the parser
+    # rejects methods it does not know before the app sees them.
+    assert gateway.request("PURGE", path).status_code == 404
 
     after = scrape(stack, "gateway")
     not_found = {"method": "GET", "route": "unmatched", "status": "404"}
@@ -203,7 +205,7 @@ def test_unrouted_requests_share_one_label(stack: Stack, gateway: httpx.Client) 
     )
     assert other_method == 1
     assert not any(path in value for value in after.label_values())
-    assert "BREW" not in after.label_values()
+    assert "PURGE" not in after.label_values()
 
 
 async def test_parked_message_counted(
