@@ -46,14 +46,17 @@ class TicketSettings:
     """TICKET_OUTBOX_BATCH: outbox rows published per transaction (default 100)."""
     outbox_poll_seconds: float
     """TICKET_OUTBOX_POLL_SECONDS: longest pause between two looks at the
-    outbox (default 1.0); a commit in this process wakes the relay at once."""
+    outbox (default 1.0). A commit in this process wakes the relay, which
+    starts its next round then, but no sooner than 10 ms after the start of
+    its last one."""
     publish_timeout: float
-    """TICKET_PUBLISH_TIMEOUT_SECONDS: wait for JetStream's acknowledgement
-    of one event (default 5.0)."""
+    """TICKET_PUBLISH_TIMEOUT_SECONDS: wait for JetStream's acknowledgements
+    of the events that the relay publishes together, and of a replayed
+    message (default 5.0)."""
     exit_after_outbox_publish: bool
     """TICKET_TEST_EXIT_AFTER_OUTBOX_PUBLISH: for tests only (default off).
-    The process exits right after the first acknowledged publish, before the
-    outbox row is marked sent, as a crash would."""
+    The process exits once the acknowledgements of its first publishes are
+    in, before any outbox row is marked sent, as a crash would."""
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> TicketSettings:

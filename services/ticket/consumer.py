@@ -22,17 +22,17 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import asyncpg
 import msgspec
 import nats.errors
+from asyncpg.pool import PoolConnectionProxy
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
-from services.ticket import durable, repository
+from services.ticket import durable, pull, repository
 from services.ticket.config import TicketSettings
 from services.ticket.tenants import TenantDirectory
 from shared import events, messaging, metrics, streams, subjects
@@ -40,6 +40,13 @@ from shared import events, messaging, metrics, streams, subjects
 logger = logging.getLogger(__name__)
 
 _decoder = msgspec.json.Decoder(events.TicketSubmitted)
+
+_RELEASE_ERRORS: tuple[type[Exception], ...] = (
+    *repository.DATABASE_DOWN,
+    asyncpg.PostgresError,
+)
+"""Errors that releasing a connection to the pool can raise. The pool then
+closes the connection."""
 
 
 class InvalidSubmission(ValueError):
@@ -94,19 +101,21 @@ async def _nak_quietly(messages: list[Msg]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def working_on(messages: Sequence[Msg], interval: float) -> AsyncIterator[None]:
-    """Tell JetStream every `interval` seconds that each message in `messages`
-    that is not yet acknowledged or rejected is still being worked on.
+async def working_on(
+    messages: Callable[[], list[Msg]], interval: float
+) -> AsyncIterator[None]:
+    """Tell JetStream every `interval` seconds that each message that
+    `messages()` returns and that is not yet acknowledged or rejected is
+    still being worked on.
 
     This resets their ack wait, so a slow insert or a lock wait does not get
     them redelivered to another replica while this one still stores them.
-    The caller may add and remove messages while this runs.
     """
 
     async def heartbeat() -> None:
         while True:
             await asyncio.sleep(interval)
-            for msg in list(messages):
+            for msg in messages():
                 if msg.is_acked:
                     continue
                 try:
@@ -124,6 +133,11 @@ async def working_on(messages: Sequence[Msg], interval: float) -> AsyncIterator[
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+STORED_LOG_CHUNK = 64
+"""Tickets listed per `tickets_stored` log line at most, which keeps a line
+below about 10 KB."""
 
 
 @dataclass(frozen=True)
@@ -160,13 +174,15 @@ class SubmissionConsumer:
         self.last_fetch = 0.0
         self._backoff = 0.5
         self._in_hand: list[Msg] = []
-        """Messages fetched and not yet handled, which the heartbeat covers."""
+        """Messages taken from the puller and not yet handled, which the
+        heartbeat covers together with the puller's buffer."""
+        self._connection: PoolConnectionProxy[asyncpg.Record] | None = None
         self._stopping = asyncio.Event()
 
     @property
     def fetching(self) -> bool:
-        """Whether a fetch returned within the last five seconds; an empty
-        fetch counts only while NATS is connected."""
+        """Whether, within the last five seconds, messages were taken or a
+        pull request expired on the server without an error."""
         return time.monotonic() - self.last_fetch < 5.0
 
     async def setup(self) -> None:
@@ -184,47 +200,44 @@ class SubmissionConsumer:
     async def run(self) -> None:
         """Fetch and store until `stop()`; survives NATS and database outages.
 
-        The next batch is fetched while the current one is stored, so NATS
-        and PostgreSQL work at the same time. The batches are still stored
-        one after the other, in stream order.
+        Messages keep arriving while a batch is stored, so NATS and
+        PostgreSQL work at the same time, and the next batch takes all of
+        them. The batches are still stored one after the other, in stream
+        order.
         """
-        subscription = await self.js.pull_subscribe_bind(
-            subjects.TICKET_STORE_CONSUMER, stream=subjects.TICKET_STREAM
+        puller = pull.Puller(
+            self.nc,
+            subjects.TICKET_STREAM,
+            subjects.TICKET_STORE_CONSUMER,
+            batch=self.config.fetch_batch,
+            on_answer=self._fetched,
         )
-        next_batch = asyncio.create_task(self._fetch(subscription))
+        await puller.start()
         try:
-            async with working_on(self._in_hand, self.heartbeat_interval):
-                while True:
-                    batch = await next_batch
-                    if self._stopping.is_set():
-                        await self._handle_batch(batch)
-                        break
-                    next_batch = asyncio.create_task(self._fetch(subscription))
+            async with working_on(
+                lambda: [*self._in_hand, *puller.buffered], self.heartbeat_interval
+            ):
+                while not self._stopping.is_set():
+                    batch = await self._fetch(puller)
                     await self._handle_batch(batch)
         finally:
-            next_batch.cancel()
-            # Stopped before these were stored (the stop timed out): hand them
-            # back so that another replica gets them without the ack wait.
-            pending = [msg for msg in self._in_hand if not msg.is_acked]
-            if next_batch.done() and not next_batch.cancelled():
-                pending += [msg for msg in next_batch.result() if not msg.is_acked]
-            await _nak_quietly(pending)
             with contextlib.suppress(nats.errors.Error, OSError):
-                await subscription.unsubscribe()
+                await puller.stop()
+            # Stopped before these were stored (the stop timed out, or they
+            # arrived after the last batch): hand them back so that another
+            # replica gets them without the ack wait.
+            pending = [
+                msg for msg in [*self._in_hand, *puller.buffered] if not msg.is_acked
+            ]
+            await _nak_quietly(pending)
+            await self._release_database()
 
-    async def _fetch(
-        self, subscription: JetStreamContext.PullSubscription
-    ) -> list[Msg]:
-        """Fetch the next batch; return no messages after a timeout or a failure."""
+    async def _fetch(self, puller: pull.Puller) -> list[Msg]:
+        """Return the next batch; return no messages after a second without
+        any or after a failure."""
         try:
-            batch = await subscription.fetch(self.config.fetch_batch, timeout=1.0)
-        except nats.errors.TimeoutError:
-            # While NATS is down the pull request waits in the client's
-            # buffer and times out too, which proves nothing.
-            if self.nc.is_connected:
-                self._fetched()
-            return []
-        except (nats.errors.Error, OSError) as exc:
+            batch = await puller.next_batch(timeout=1.0)
+        except (pull.PullFailed, nats.errors.Error, OSError) as exc:
             logger.warning(
                 "fetch failed, retrying in %.1f s",
                 self._backoff,
@@ -233,14 +246,13 @@ class SubmissionConsumer:
             await asyncio.sleep(self._backoff)
             self._backoff = min(self._backoff * 2, 5.0)
             return []
-        self._fetched()
-        self._backoff = 0.5
         self._in_hand.extend(batch)
         return batch
 
     def _fetched(self) -> None:
         self.last_fetch = time.monotonic()
         self.metrics.last_fetch.set_to_current_time()
+        self._backoff = 0.5
 
     async def _handle_batch(self, batch: list[Msg]) -> None:
         if not batch:
@@ -382,11 +394,12 @@ class SubmissionConsumer:
             for delivery in deliveries
         ]
         try:
-            async with self.pool.acquire() as connection, connection.transaction():
-                results = await repository.store_submissions(
-                    connection, submissions, number_zone=self.config.number_zone
-                )
+            connection = await self._database()
+            results = await repository.store_submissions(
+                connection, submissions, number_zone=self.config.number_zone
+            )
         except repository.DATABASE_DOWN as exc:
+            await self._release_database()
             logger.warning(
                 "database unreachable, %d messages left for redelivery",
                 len(deliveries),
@@ -401,8 +414,11 @@ class SubmissionConsumer:
                 self.metrics.count_retry("database_unavailable")
                 await delivery.msg.nak(delay=2.0)
             return False
+        except BaseException:
+            await self._release_database()
+            raise
 
-        stored_any = False
+        stored: list[tuple[_Delivery, repository.Ticket]] = []
         for delivery, result in zip(deliveries, results, strict=True):
             if isinstance(result, asyncpg.DataError):
                 # The values themselves are unstorable (for example U+0000 in
@@ -414,27 +430,41 @@ class SubmissionConsumer:
                 await self._failed(
                     delivery.msg, f"store failed: {result!r}", delivery.ids
                 )
+            elif result is None:
+                await delivery.msg.ack()
+                self.metrics.count_consumed("duplicate")
+                logger.debug(
+                    "submission already stored",
+                    extra={"event": "ticket_duplicate", **delivery.ids},
+                )
             else:
-                await self._acknowledge(delivery, result)
-                stored_any = stored_any or result is not None
-        if stored_any:
+                await delivery.msg.ack()
+                self.metrics.count_consumed("stored")
+                stored.append((delivery, result))
+        if stored:
+            _log_stored(stored)
             self.on_stored()
         return True
 
-    async def _acknowledge(
-        self, delivery: _Delivery, ticket: repository.Ticket | None
-    ) -> None:
-        await delivery.msg.ack()
-        self.metrics.count_consumed("stored" if ticket else "duplicate")
-        logger.log(
-            logging.INFO if ticket else logging.DEBUG,
-            "submission stored" if ticket else "submission already stored",
-            extra={
-                "event": "ticket_stored" if ticket else "ticket_duplicate",
-                **delivery.ids,
-                "ticket_id": ticket.id if ticket else None,
-            },
-        )
+    async def _database(self) -> PoolConnectionProxy[asyncpg.Record]:
+        """Return the connection that stores batches, acquired once and kept,
+        which saves the pool's reset query after every batch."""
+        if self._connection is None:
+            self._connection = await self.pool.acquire()
+        return self._connection
+
+    async def _release_database(self) -> None:
+        """Return the kept connection to the pool, which closes it if broken."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            await self.pool.release(connection)
+        except _RELEASE_ERRORS as exc:
+            logger.debug(
+                "releasing the database connection failed",
+                extra={"event": "connection_release_failed", "error": repr(exc)},
+            )
 
     async def _fail_after_error(self, msg: Msg, exc: Exception) -> None:
         ids: dict[str, object] = {"stream_seq": msg.metadata.sequence.stream}
@@ -501,5 +531,29 @@ class SubmissionConsumer:
                 "stream_seq": sequence,
                 "subject": msg.subject,
                 "deliveries": msg.metadata.num_delivered,
+            },
+        )
+
+
+def _log_stored(stored: list[tuple[_Delivery, repository.Ticket]]) -> None:
+    """Log the tickets stored from one batch, in lines of STORED_LOG_CHUNK.
+
+    Entry i of each list belongs to the same ticket.
+    """
+    for start in range(0, len(stored), STORED_LOG_CHUNK):
+        chunk = stored[start : start + STORED_LOG_CHUNK]
+        logger.info(
+            "%d submissions stored",
+            len(chunk),
+            extra={
+                "event": "tickets_stored",
+                "count": len(chunk),
+                "ticket_ids": [ticket.id for _, ticket in chunk],
+                "stream_seqs": [delivery.sequence for delivery, _ in chunk],
+                "tenant_ids": [delivery.data.tenant_id for delivery, _ in chunk],
+                "submission_ids": [
+                    delivery.data.submission_id for delivery, _ in chunk
+                ],
+                "request_ids": [delivery.ids["request_id"] for delivery, _ in chunk],
             },
         )

@@ -7,6 +7,10 @@ JetStream acknowledged it. A crash between the acknowledgement and the mark
 publishes the row again after the restart; JetStream drops that repeat when it
 arrives within the stream's duplicate window (`TICKET_DUPLICATE_WINDOW_SECONDS`,
 default 600).
+
+Consecutive `created` events are sent without waiting for each
+acknowledgement in turn, and every other event alone, so one ticket's events
+reach the stream in order even when a publish fails.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Iterator
+from typing import TypeAlias
 
 import asyncpg
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.js.api import PubAck
 
 from services.ticket import repository
 from services.ticket.config import TicketSettings
@@ -43,8 +50,18 @@ _RELAY_LOCK = int.from_bytes(
 )
 """Advisory lock key: one relay at a time across replicas keeps the order."""
 
+MIN_ROUND_INTERVAL = 0.01
+"""Shortest time in seconds from the start of one round to the start of the
+next. A round that found a full batch is followed at once."""
+
 EXIT_CODE_AFTER_PUBLISH = 75
 """Exit code of the test-only crash after a publish."""
+
+
+_Sent: TypeAlias = tuple[repository.OutboxRow, PubAck]
+"""An outbox row and JetStream's acknowledgement of it."""
+_Failed: TypeAlias = tuple[repository.OutboxRow, Exception]
+"""An outbox row and the error that kept it from being acknowledged."""
 
 
 class OutboxRelay:
@@ -63,7 +80,8 @@ class OutboxRelay:
         return time.monotonic() - self.last_round < self.config.outbox_poll_seconds + 5
 
     def wake(self) -> None:
-        """Start the next round now; called after a commit that wrote an event."""
+        """Start the next round once MIN_ROUND_INTERVAL has passed since the
+        last one started; called after a commit that wrote an event."""
         self._wake.set()
 
     def stop(self) -> None:
@@ -75,6 +93,7 @@ class OutboxRelay:
         backoff = 0.5
         while not self._stopping.is_set():
             self._wake.clear()
+            started = time.monotonic()
             try:
                 sent, more = await self.publish_round()
             except (*_DATABASE_DOWN, asyncpg.PostgresError) as exc:
@@ -99,82 +118,169 @@ class OutboxRelay:
                     await self._wake.wait()
             except TimeoutError:
                 pass
+            # Commits that wake the relay in quick succession would each get
+            # a round of their own. Spacing the rounds out lets one round
+            # publish the events of several commits.
+            await asyncio.sleep(started + MIN_ROUND_INTERVAL - time.monotonic())
 
     async def publish_round(self) -> tuple[int, bool]:
         """Publish one batch of unsent rows in one transaction.
 
-        Returns the number of rows sent (-1 when a publish failed, so later
-        rows wait to keep the order) and whether a full batch was found.
+        Returns the number of rows sent, or -1 when a publish failed, and
+        whether a full batch was found. After a failure the windows behind
+        the failed row wait for the next round, which keeps the order.
         """
         async with self.pool.acquire() as connection, connection.transaction():
+            # A mark lost in a crash of PostgreSQL only publishes its row again,
+            # which JetStream drops by its Nats-Msg-Id, so the round's commit
+            # need not wait for the disk. The consumer's commits still do.
             if not await connection.fetchval(
-                "SELECT pg_try_advisory_xact_lock($1)", _RELAY_LOCK
+                "SELECT pg_try_advisory_xact_lock($1)"
+                " AND set_config('synchronous_commit', 'off', true) = 'off'",
+                _RELAY_LOCK,
             ):
                 return 0, False
             rows = await repository.lock_unsent(connection, self.config.outbox_batch)
             # Rows are marked sent in one statement at the end of the round.
             # The marks commit with the transaction either way, so marking
             # each row at once would change nothing but the cost.
-            sent: list[tuple[int, int]] = []
-            failed = False
-            for row in rows:
-                stream_sequence = await self._publish(connection, row)
-                if stream_sequence is None:
-                    failed = True
+            sent: list[_Sent] = []
+            failed: list[_Failed] = []
+            for window in _windows(rows):
+                window_sent, failed = await self._publish_window(window)
+                sent += window_sent
+                if failed:
                     break
-                sent.append((row.id, stream_sequence))
-            await repository.mark_sent(connection, sent)
+            await repository.record_send_failures(
+                connection, [(row.id, repr(error)) for row, error in failed]
+            )
+            await repository.mark_sent(
+                connection, [(row.id, int(ack.seq)) for row, ack in sent]
+            )
+        _log_round(sent, failed)
         if failed:
             return -1, False
         return len(sent), len(rows) == self.config.outbox_batch
 
-    async def _publish(
-        self, connection: repository.Connection, row: repository.OutboxRow
-    ) -> int | None:
-        """Publish one row and return its stream sequence, or None after a failure."""
-        try:
-            ack = await self.js.publish(
-                row.subject,
-                row.payload,
-                stream=subjects.TICKET_STREAM,
-                headers={"Nats-Msg-Id": str(row.event_id)},
+    async def _publish_window(
+        self, rows: list[repository.OutboxRow]
+    ) -> tuple[list[_Sent], list[_Failed]]:
+        """Publish rows without waiting between them, then collect every
+        acknowledgement; return the rows sent and the rows that failed.
+
+        NATS keeps the order of one connection's messages, so the rows reach
+        the stream in id order. When a row fails, the rows after it in the
+        window are on the stream before its retry, which is why `_windows`
+        puts only rows of other tickets there.
+        """
+        pending: list[tuple[repository.OutboxRow, asyncio.Future[PubAck]]] = []
+        failed: list[_Failed] = []
+        for row in rows:
+            try:
+                future = await self.js.publish_async(
+                    row.subject,
+                    row.payload,
+                    stream=subjects.TICKET_STREAM,
+                    headers={"Nats-Msg-Id": str(row.event_id)},
+                )
+            except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+                # The rows after this one were not sent and stay unsent.
+                failed.append((row, exc))
+                break
+            pending.append((row, future))
+
+        sent: list[_Sent] = []
+        if pending:
+            await asyncio.wait(
+                [future for _, future in pending], timeout=self.config.publish_timeout
             )
-        except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
-            self.metrics.count_published(_event_type(row.subject), _failure(exc))
-            await repository.record_send_failure(connection, row.id, repr(exc))
-            logger.warning(
-                "outbox publish failed, will retry",
-                extra={
-                    "event": "outbox_publish_failed",
-                    "outbox_id": row.id,
-                    "event_id": str(row.event_id),
-                    "subject": row.subject,
-                    "attempts": row.attempts + 1,
-                    "error": repr(exc),
-                },
+        for row, future in pending:
+            if not future.done() or future.cancelled():
+                # Cancelling frees the future's place among nats-py's pending
+                # asynchronous publishes.
+                future.cancel()
+                failed.append((row, nats.errors.TimeoutError()))
+                continue
+            try:
+                ack = future.result()
+            except (nats.errors.Error, nats.js.errors.Error) as exc:
+                failed.append((row, exc))
+                continue
+            if self.config.exit_after_outbox_publish:
+                logger.error(
+                    "exiting after publish as "
+                    "TICKET_TEST_EXIT_AFTER_OUTBOX_PUBLISH asks",
+                    extra={"event": "outbox_test_exit", "event_id": str(row.event_id)},
+                )
+                os._exit(EXIT_CODE_AFTER_PUBLISH)
+            sent.append((row, ack))
+
+        for row, ack in sent:
+            self.metrics.count_published(
+                _event_type(row.subject), "duplicate" if ack.duplicate else "ok"
             )
-            return None
-        if self.config.exit_after_outbox_publish:
-            logger.error(
-                "exiting after publish as TICKET_TEST_EXIT_AFTER_OUTBOX_PUBLISH asks",
-                extra={"event": "outbox_test_exit", "event_id": str(row.event_id)},
-            )
-            os._exit(EXIT_CODE_AFTER_PUBLISH)
-        self.metrics.count_published(
-            _event_type(row.subject), "duplicate" if ack.duplicate else "ok"
-        )
-        logger.debug(
-            "event published" if not ack.duplicate else "event already on the stream",
+        for row, error in failed:
+            self.metrics.count_published(_event_type(row.subject), _failure(error))
+        failed.sort(key=lambda item: item[0].id)
+        return sent, failed
+
+
+def _windows(
+    rows: list[repository.OutboxRow],
+) -> Iterator[list[repository.OutboxRow]]:
+    """Split rows, in id order, into windows that are published at once.
+
+    A ticket has one `created` event, and its other events come after it, so
+    consecutive `created` rows share a window: a failed row can then only be
+    overtaken by events of other tickets. Every other row has a window of
+    its own, which keeps each ticket's events in order on the stream.
+    """
+    window: list[repository.OutboxRow] = []
+    for row in rows:
+        if _event_type(row.subject) == "created":
+            window.append(row)
+            continue
+        if window:
+            yield window
+            window = []
+        yield [row]
+    if window:
+        yield window
+
+
+def _log_round(sent: list[_Sent], failed: list[_Failed]) -> None:
+    """Log one warning per distinct error of the round, and its publishes at
+    DEBUG in one line."""
+    by_error: dict[str, list[repository.OutboxRow]] = {}
+    for row, exc in failed:
+        by_error.setdefault(repr(exc), []).append(row)
+    for error, rows in by_error.items():
+        first = rows[0]
+        logger.warning(
+            "outbox publish failed for %d events, will retry",
+            len(rows),
             extra={
-                "event": "outbox_published",
-                "outbox_id": row.id,
-                "event_id": str(row.event_id),
-                "subject": row.subject,
-                "stream_seq": ack.seq,
-                "duplicate": bool(ack.duplicate),
+                "event": "outbox_publish_failed",
+                "outbox_id": first.id,
+                "event_id": str(first.event_id),
+                "subject": first.subject,
+                "attempts": first.attempts + 1,
+                "error": error,
+                "outbox_ids": [row.id for row in rows],
             },
         )
-        return int(ack.seq)
+    if sent and logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "%d events published",
+            len(sent),
+            extra={
+                "event": "outbox_published",
+                "outbox_ids": [row.id for row, _ in sent],
+                "event_ids": [str(row.event_id) for row, _ in sent],
+                "stream_seqs": [int(ack.seq) for _, ack in sent],
+                "duplicates": sum(1 for _, ack in sent if ack.duplicate),
+            },
+        )
 
 
 def _event_type(subject: str) -> str:

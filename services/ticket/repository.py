@@ -208,28 +208,34 @@ async def store_submissions(
     *,
     number_zone: zoneinfo.ZoneInfo,
 ) -> list[StoreResult]:
-    """Store submissions in the caller's transaction, each with its number,
-    history and `created` event. Returns one result per submission, in the
-    order given.
+    """Store submissions, each with its number, history and `created` event.
+    Returns one result per submission, in the order given.
 
-    A submission whose insert fails is rolled back to a savepoint, so it uses
-    up no number and the others are still stored when the caller commits.
-    Numbers are handed out per tenant and year in the order of the stream
-    sequences. Raises one of DATABASE_DOWN when the database is out of reach,
-    and the caller's transaction is lost then.
+    The batch is stored in a transaction of its own, or in a savepoint when
+    the connection is in a transaction already. If that fails, it is rolled
+    back and stored again the same way, one submission at a time, each in a
+    savepoint of its own, so a failing one uses up no number and the others
+    are still stored. Numbers are handed out per tenant and year in the order of the
+    stream sequences. Raises one of DATABASE_DOWN when the database is out of
+    reach. The caller's transaction is then lost, and a commit of its own may
+    or may not have happened.
     """
+    tenants = {
+        tenant_id: uuid.UUID(tenant_id)
+        for tenant_id in {item.data.tenant_id for item in submissions}
+    }
     # Counter rows are locked in one order in every transaction, so two
     # replicas that store batches of the same tenants wait for each other
     # rather than deadlock.
     order = sorted(
         range(len(submissions)),
-        key=lambda index: _lock_order(submissions[index], number_zone),
+        key=lambda index: _lock_order(submissions[index], tenants, number_zone),
     )
     ordered = [submissions[index] for index in order]
     results: list[StoreResult]
     try:
         async with connection.transaction():
-            results = [*await _store_all(connection, ordered, number_zone)]
+            results = [*await _store_all(connection, ordered, tenants, number_zone)]
     except DATABASE_DOWN:
         raise
     except _AlreadyStored:
@@ -254,11 +260,13 @@ async def store_submissions(
 
 
 def _lock_order(
-    submission: Submission, number_zone: zoneinfo.ZoneInfo
+    submission: Submission,
+    tenants: dict[str, uuid.UUID],
+    number_zone: zoneinfo.ZoneInfo,
 ) -> tuple[uuid.UUID, int, int]:
     data = submission.data
     year = lifecycle.number_year(data.submitted_at, number_zone)
-    return uuid.UUID(data.tenant_id), year, submission.stream_sequence
+    return tenants[data.tenant_id], year, submission.stream_sequence
 
 
 async def _store_each(
@@ -267,17 +275,18 @@ async def _store_each(
     number_zone: zoneinfo.ZoneInfo,
 ) -> list[StoreResult]:
     results: list[StoreResult] = []
-    for item in submissions:
-        try:
-            ticket = await _store_one(
-                connection, item.data, item.stream_sequence, number_zone
-            )
-        except DATABASE_DOWN:
-            raise
-        except (asyncpg.PostgresError, ValueError) as exc:
-            results.append(exc)
-        else:
-            results.append(ticket)
+    async with connection.transaction():
+        for item in submissions:
+            try:
+                ticket = await _store_one(
+                    connection, item.data, item.stream_sequence, number_zone
+                )
+            except DATABASE_DOWN:
+                raise
+            except (asyncpg.PostgresError, ValueError) as exc:
+                results.append(exc)
+            else:
+                results.append(ticket)
     return results
 
 
@@ -350,6 +359,7 @@ async def _store_one(
 async def _store_all(
     connection: Connection,
     submissions: Sequence[Submission],
+    tenants: dict[str, uuid.UUID],
     number_zone: zoneinfo.ZoneInfo,
 ) -> list[Ticket]:
     """Store new submissions with one statement per table.
@@ -358,14 +368,16 @@ async def _store_all(
     rolls back. Checking for stored ones beforehand would cost a query per
     batch, while redeliveries are rare.
     """
-    numbers = await _take_numbers(connection, submissions, number_zone)
+    numbers = await _take_numbers(connection, submissions, tenants, number_zone)
+    submission_ids = [uuid.UUID(item.data.submission_id) for item in submissions]
     rows = await connection.fetch(
-        _INSERT_TICKETS, *_ticket_columns(submissions, numbers)
+        _INSERT_TICKETS,
+        *_ticket_columns(submissions, submission_ids, tenants, numbers),
     )
     if len(rows) < len(submissions):
         raise _AlreadyStored
     tickets = {ticket.submission_id: ticket for ticket in map(_ticket, rows)}
-    ordered = [tickets[uuid.UUID(item.data.submission_id)] for item in submissions]
+    ordered = [tickets[submission_id] for submission_id in submission_ids]
 
     created = []
     for item, ticket in zip(submissions, ordered, strict=True):
@@ -394,6 +406,7 @@ async def _store_all(
 async def _take_numbers(
     connection: Connection,
     submissions: Sequence[Submission],
+    tenants: dict[str, uuid.UUID],
     number_zone: zoneinfo.ZoneInfo,
 ) -> list[str]:
     """Raise each tenant's yearly counter by the count of its submissions in
@@ -407,7 +420,7 @@ async def _take_numbers(
         for item in submissions
     ]
     keys = [
-        (uuid.UUID(item.data.tenant_id), year)
+        (tenants[item.data.tenant_id], year)
         for item, year in zip(submissions, years, strict=True)
     ]
     # A dict keeps the order in which keys first appear, which is the lock
@@ -467,15 +480,18 @@ _INSERT_TICKETS = (
 
 
 def _ticket_columns(
-    submissions: Sequence[Submission], numbers: Sequence[str]
+    submissions: Sequence[Submission],
+    submission_ids: list[uuid.UUID],
+    tenants: dict[str, uuid.UUID],
+    numbers: Sequence[str],
 ) -> list[list[Any]]:
     """Return the arguments of _INSERT_TICKETS: one list per column."""
     data = [item.data for item in submissions]
     return [
-        [uuid.UUID(d.submission_id) for d in data],
+        submission_ids,
         list(numbers),
         [d.reference for d in data],
-        [uuid.UUID(d.tenant_id) for d in data],
+        [tenants[d.tenant_id] for d in data],
         [d.personnel_number for d in data],
         [d.reporter_name for d in data],
         [d.category for d in data],
@@ -663,14 +679,18 @@ async def mark_sent(connection: Connection, sent: Sequence[tuple[int, int]]) -> 
     )
 
 
-async def record_send_failure(
-    connection: Connection, outbox_id: int, error: str
+async def record_send_failures(
+    connection: Connection, failures: Sequence[tuple[int, str]]
 ) -> None:
+    """Count a failed publish of outbox rows, given as (outbox id, error) pairs."""
+    if not failures:
+        return
     await connection.execute(
-        "UPDATE ticket.outbox SET attempts = attempts + 1, last_error = $2"
-        " WHERE id = $1",
-        outbox_id,
-        error[:2000],
+        "UPDATE ticket.outbox SET attempts = attempts + 1, last_error = failed.error"
+        " FROM unnest($1::bigint[], $2::text[]) AS failed(id, error)"
+        " WHERE outbox.id = failed.id",
+        [outbox_id for outbox_id, _ in failures],
+        [error[:2000] for _, error in failures],
     )
 
 

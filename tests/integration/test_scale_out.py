@@ -494,8 +494,8 @@ async def replicated_stack(
         },
     )
     ticket = stack.services["ticket"]
-    # Each ticket process's count of `ticket_stored` lines shows its share,
-    # and DEBUG keeps those lines whatever level the service logs them at.
+    # The counts in each ticket process's `tickets_stored` lines show its
+    # share, and DEBUG keeps those lines whatever level the service logs them at.
     ticket.env = {**ticket.env, "LOG_LEVEL": "DEBUG"}
     try:
         await asyncio.to_thread(start_replicated, stack)
@@ -737,7 +737,9 @@ async def test_replicas_survive_node_and_process_kills(
 
     # Both ticket replicas stored tickets.
     ticket_counts = {
-        process.log_path.name: len(log_events(process.log_path, "ticket_stored"))
+        process.log_path.name: sum(
+            record["count"] for record in log_events(process.log_path, "tickets_stored")
+        )
         for process in stack.instances("ticket")
     }
     print(f"  tickets stored per ticket process: {ticket_counts}")

@@ -160,11 +160,11 @@ async def test_status_changes_serialised(pool: asyncpg.Pool) -> None:
 async def store_batch(
     pool: asyncpg.Pool, batch: list[events.TicketSubmittedData], first_sequence: int
 ) -> list[repository.StoreResult]:
-    """Store a batch in one transaction, as the consumer does."""
+    """Store a batch in transactions of its own, as the consumer does."""
     submissions = [
         repository.Submission(data, first_sequence + n) for n, data in enumerate(batch)
     ]
-    async with pool.acquire() as connection, connection.transaction():
+    async with pool.acquire() as connection:
         return await repository.store_submissions(
             connection, submissions, number_zone=UTC
         )
@@ -251,6 +251,27 @@ async def test_batch_unstorable_row_rolled_back_alone(pool: asyncpg.Pool) -> Non
     assert outbox == 3
     counter = await pool.fetchval("SELECT last_value FROM ticket.ticket_counters")
     assert counter == 3
+
+
+async def test_batch_in_caller_transaction(pool: asyncpg.Pool) -> None:
+    """Inside the caller's transaction a failing row rolls back alone too,
+    and nothing is visible before the caller commits."""
+    tenant = uuid.uuid4()
+    batch = [submission(tenant) for _ in range(3)]
+    batch[0] = msgspec.structs.replace(batch[0], subject="Null\x00Byte")
+    submissions = [repository.Submission(data, n) for n, data in enumerate(batch)]
+
+    async with pool.acquire() as connection, connection.transaction():
+        results = await repository.store_submissions(
+            connection, submissions, number_zone=UTC
+        )
+        visible = await pool.fetchval("SELECT count(*) FROM ticket.tickets")
+
+    assert visible == 0
+    assert isinstance(results[0], asyncpg.DataError)
+    assert [number_of(results[n]) for n in (1, 2)] == ["2026-000001", "2026-000002"]
+    stored = await pool.fetchval("SELECT count(*) FROM ticket.tickets")
+    assert stored == 2
 
 
 async def test_concurrent_batches_distinct_numbers(pool: asyncpg.Pool) -> None:
