@@ -53,15 +53,16 @@ def access_middleware(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send_with_headers)
         finally:
+            path = _shortened(scope["path"])
             logger.info(
                 "%s %s %s",
                 method,
-                scope["path"],
+                path,
                 status,
                 extra={
                     "event": "http_request",
                     "method": method,
-                    "path": scope["path"],
+                    "path": path,
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                     "request_id": request_id,
@@ -69,3 +70,14 @@ def access_middleware(app: ASGIApp) -> ASGIApp:
             )
 
     return middleware
+
+
+MAX_LOGGED_PATH = 200
+"""Characters of a request path that the access log keeps. The server reads
+paths of up to 256 KB, and each access line contains its path twice."""
+
+
+def _shortened(path: str) -> str:
+    if len(path) <= MAX_LOGGED_PATH:
+        return path
+    return f"{path[:MAX_LOGGED_PATH]}…({len(path)} characters)"

@@ -21,7 +21,9 @@ ticket table's unique key still make it one ticket.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 from collections.abc import Mapping, Sequence
 
 import msgspec
@@ -53,6 +55,31 @@ async def find(state: SharedState, submission_id: str) -> AcceptedForm | None:
     except StateUnavailable:
         return None
     return entry
+
+
+WAIT_INTERVAL_SECONDS = 0.02
+"""Pause between reads while waiting for another post's ledger entry."""
+
+
+async def wait_for(
+    state: SharedState, submission_id: str, timeout: float
+) -> AcceptedForm | None:
+    """Return the accepted form with this submission id, reading again for up
+    to `timeout` seconds while there is none yet.
+
+    A post that JetStream reported as a duplicate races the post it repeats,
+    which writes the entry only after its own acknowledgement. Returns None
+    when no entry appears in time or the bucket does not respond.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            entry, _ = await state.get(_key(submission_id), AcceptedForm)
+        except StateUnavailable:
+            return None
+        if entry is not None or time.monotonic() >= deadline:
+            return entry
+        await asyncio.sleep(WAIT_INTERVAL_SECONDS)
 
 
 async def record(state: SharedState, submission_id: str, form: AcceptedForm) -> None:

@@ -260,10 +260,18 @@ async def _repeated_post(
     context: form_token.FormContext,
     values: dict[str, str],
     request_id: str,
+    *,
+    wait: float = 0.0,
 ) -> Response[bytes] | None:
     """Respond to a post of a form that was already accepted, without publishing:
-    the same values redirect to the same confirmation, other values get 409."""
-    accepted = await form_ledger.find(state.shared_state, context.submission_id)
+    the same values redirect to the same confirmation, other values get 409.
+    `wait` is how long to wait for the ledger entry of a concurrent post."""
+    if wait > 0:
+        accepted = await form_ledger.wait_for(
+            state.shared_state, context.submission_id, wait
+        )
+    else:
+        accepted = await form_ledger.find(state.shared_state, context.submission_id)
     if accepted is None:
         return None
     settings: GatewaySettings = state.settings
@@ -329,10 +337,18 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
     # A repeat of a young form is caught by the publish below, which JetStream
     # reports as a duplicate; only older forms need the ledger first.
     window: DuplicateWindow = state.duplicate_window
-    if not await window.covers(context.first_rendered_at):
+    looked_up = not await window.covers(context.first_rendered_at)
+    if looked_up:
         repeated = await _repeated_post(state, context, values, request_id)
         if repeated is not None:
             return repeated
+
+    async def answer_to_repeat() -> Response[bytes] | None:
+        # A check below may reject a young form that was accepted before;
+        # its repeat gets the confirmation or 409, as an older form's does.
+        if looked_up:
+            return None
+        return await _repeated_post(state, context, values, request_id)
 
     # Step 3: check again that intake is on, the person active and the secret
     # or key that opened the form still valid. An expired token gets a fresh
@@ -356,9 +372,13 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
             status=503,
         )
     if isinstance(found, Rejected):
+        if (repeated := await answer_to_repeat()) is not None:
+            return repeated
         return _reject(state, found.reason, request_id)
     fresh = _context(found, context.language, context.submission_id, settings, context)
     frame_ancestors = found.tenant.frame_ancestors
+    if expired and (repeated := await answer_to_repeat()) is not None:
+        return repeated
     if expired:
         return pages.form(
             fresh,
@@ -371,6 +391,8 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
 
     # Step 4: validate every field and show all errors at once.
     errors = submission.validate(values, fields.invalid_encoding, fresh.categories)
+    if errors and (repeated := await answer_to_repeat()) is not None:
+        return repeated
     if errors:
         logger.info(
             "form has invalid fields",
@@ -392,6 +414,8 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
     # Step 5: the person and the tenant may have sent too many forms.
     limiter: RateLimiter = state.rate_limiter
     blocked = await limiter.check_submission(fresh.tenant_id, fresh.personnel_number)
+    if blocked is not None and (repeated := await answer_to_repeat()) is not None:
+        return repeated
     if blocked is not None:
         return pages.form(
             fresh,
@@ -436,7 +460,9 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
             frame_ancestors=frame_ancestors,
         )
     if duplicate:
-        repeated = await _repeated_post(state, context, values, request_id)
+        repeated = await _repeated_post(
+            state, context, values, request_id, wait=settings.request_timeout
+        )
         if repeated is not None:
             return repeated
     logger.info(

@@ -9,7 +9,9 @@ looked up first.
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 from urllib.parse import urlencode
 
 import httpx
@@ -21,7 +23,7 @@ from linkdesk.processes import Stack
 from services.gateway import form_token
 from services.gateway.duplicate_window import SAFETY_SHARE, DuplicateWindow
 from shared import subjects
-from tests.helpers import VALID_FIELDS, TenantFixture, open_link
+from tests.helpers import LINK_PATH, VALID_FIELDS, Admin, TenantFixture, open_link
 from tests.helpers import form_token as page_token
 
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -143,3 +145,68 @@ async def test_unknown_window_covers_nothing(stack: Stack, nats_url: str) -> Non
 
     assert window.seconds == 0
     assert not await window.covers(int(time.time()) - 1)
+
+
+async def test_concurrent_posts_one_accepted(
+    stack: Stack, tenant: TenantFixture, admin: Admin
+) -> None:
+    """Posts of one form with other texts at once: one 303, the others 409,
+    and the text of the 303 is the stored one."""
+    async with httpx.AsyncClient(base_url=stack.url("gateway")) as client:
+        for done in range(20):
+            page = await client.get(f"{LINK_PATH}?{tenant.link_query()}")
+            token = page_token(page)
+            subjects_sent = [f"Betreff {uuid.uuid4().hex[:8]}" for _ in range(3)]
+            answers = await asyncio.gather(
+                *(
+                    client.post(
+                        "/public/tickets",
+                        content=urlencode(
+                            {"form_token": token, **VALID_FIELDS, "subject": subject}
+                        ).encode(),
+                        headers={"Content-Type": FORM_TYPE},
+                    )
+                    for subject in subjects_sent
+                )
+            )
+            statuses = sorted(answer.status_code for answer in answers)
+            assert statuses == [303, 409, 409]
+            [accepted] = [
+                subject
+                for subject, answer in zip(subjects_sent, answers, strict=True)
+                if answer.status_code == 303
+            ]
+            stored = admin.wait_for_tickets(tenant.id, done + 1)
+            assert accepted in {ticket["subject"] for ticket in stored}
+
+
+def test_repeat_after_revocation_confirmed(
+    gateway: httpx.Client, tenant: TenantFixture, admin: Admin
+) -> None:
+    accepted_token = open_token(gateway, tenant)
+    unsent_token = open_token(gateway, tenant)
+    first = post(gateway, accepted_token)
+    assert first.status_code == 303
+    admin.revoke_secret(tenant.id, tenant.secret_id)
+
+    again = post(gateway, accepted_token)
+    unsent = post(gateway, unsent_token)
+
+    assert again.status_code == 303
+    assert again.headers["location"] == first.headers["location"]
+    assert unsent.status_code == 404
+
+
+def test_repeat_at_submission_limit_confirmed(
+    gateway: httpx.Client, tenant: TenantFixture
+) -> None:
+    # The session's gateway allows 20 forms per person and hour.
+    tokens = [open_token(gateway, tenant) for _ in range(21)]
+    answers = [post(gateway, token) for token in tokens[:20]]
+    assert [answer.status_code for answer in answers] == [303] * 20
+    assert post(gateway, tokens[20]).status_code == 429
+
+    again = post(gateway, tokens[19])
+
+    assert again.status_code == 303
+    assert again.headers["location"] == answers[19].headers["location"]

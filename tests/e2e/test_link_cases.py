@@ -590,3 +590,27 @@ async def test_secret_not_stored_in_stream_or_tables(
         assert holding == []
     finally:
         await connection.close()
+
+
+def test_access_log_shortens_long_path(running_stack: Stack) -> None:
+    gateway_log = running_stack.services["gateway"].log_path
+    offset = gateway_log.stat().st_size
+    long_path = f"/public/{'x' * 100 * 1024}"
+
+    assert raw_get(running_stack, long_path).status == 404
+
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [
+            line
+            for line in read_log_lines(gateway_log, offset)
+            if line.get("event") == "http_request"
+            and str(line.get("path", "")).startswith("/public/xxx")
+        ]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    [line] = lines
+    assert len(line["path"]) < 300
+    assert len(line["message"]) < 300
+    assert gateway_log.stat().st_size - offset < 10_000
