@@ -94,15 +94,19 @@ async def test_buffer_never_exceeds_batch(nc: Client) -> None:
     await publish(nc, 12)
     puller = await start_puller(nc, 5, Answers())
 
+    # The first batch may be cut short when the messages arrive in more
+    # than one read; while it is handled, the puller buffers up to 5.
     batches = [await puller.next_batch(timeout=5.0)]
     await wait_for_buffered(puller, 5)
     await asyncio.sleep(0.2)
     buffered = len(puller.buffered)
-    batches.append(await puller.next_batch(timeout=5.0))
-    batches.append(await puller.next_batch(timeout=5.0))
+    for _ in range(12):
+        if sum(len(batch) for batch in batches) >= 12:
+            break
+        batches.append(await puller.next_batch(timeout=5.0))
 
-    assert [len(batch) for batch in batches] == [5, 5, 2]
     assert buffered == 5
+    assert all(1 <= len(batch) <= 5 for batch in batches)
     assert b"".join(data for batch in batches for data in payloads(batch)) == b"".join(
         str(n).encode() for n in range(12)
     )
