@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
-import pytest
 
 from shared.database import create_pool, migrate, migration_files
 
@@ -17,34 +14,15 @@ SCHEMA = "ticket"
 SERVICE = "ticket"
 
 
-def _with_database(url: str, name: str) -> str:
-    """Return `url` with its database path replaced by `name`."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-@pytest.fixture
-async def fresh_database_url(database_url: str) -> AsyncIterator[str]:
-    """A new, empty database on the session's server, dropped afterwards."""
-    name = f"migrate_{uuid.uuid4().hex}"
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield _with_database(database_url, name)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
 async def test_concurrent_migrate_applies_each_file_once(
-    fresh_database_url: str,
+    own_database: str,
 ) -> None:
     """Two pools migrating one fresh database at once apply every file once."""
     expected = [name for name, _ in migration_files(PACKAGE)]
     assert expected, f"{PACKAGE} has no migration files"
 
-    first = await create_pool(fresh_database_url, SERVICE, max_size=2)
-    second = await create_pool(fresh_database_url, SERVICE, max_size=2)
+    first = await create_pool(own_database, SERVICE, max_size=2)
+    second = await create_pool(own_database, SERVICE, max_size=2)
     try:
         applied_first, applied_second = await asyncio.gather(
             migrate(first, SCHEMA, PACKAGE), migrate(second, SCHEMA, PACKAGE)
@@ -72,12 +50,12 @@ async def test_concurrent_migrate_applies_each_file_once(
         await second.close()
 
 
-async def test_pool_sets_application_name(fresh_database_url: str) -> None:
+async def test_pool_sets_application_name(own_database: str) -> None:
     """Pool connections show `linkdesk-<service>` in pg_stat_activity."""
-    database_name = urlsplit(fresh_database_url).path.lstrip("/")
-    first = await create_pool(fresh_database_url, SERVICE, min_size=1)
-    second = await create_pool(fresh_database_url, SERVICE, min_size=1)
-    observer = await asyncpg.connect(fresh_database_url)
+    database_name = urlsplit(own_database).path.lstrip("/")
+    first = await create_pool(own_database, SERVICE, min_size=1)
+    second = await create_pool(own_database, SERVICE, min_size=1)
+    observer = await asyncpg.connect(own_database)
     try:
         await asyncio.gather(
             migrate(first, SCHEMA, PACKAGE), migrate(second, SCHEMA, PACKAGE)

@@ -25,7 +25,6 @@ import secrets
 import threading
 import time
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +32,6 @@ from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -437,19 +435,6 @@ def inject_failures(
 
 
 @pytest.fixture
-async def scale_out_database(database_url: str) -> AsyncIterator[str]:
-    """A database of this test alone on the suite's PostgreSQL server."""
-    name = f"scale_out_{uuid.uuid4().hex}"
-    admin = await asyncpg.connect(database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
-@pytest.fixture
 async def nats_cluster(tmp_path: Path) -> AsyncIterator[EmbeddedNatsCluster]:
     cluster = EmbeddedNatsCluster(tmp_path / "nats", size=3, name="linkdesk-test")
     await asyncio.to_thread(cluster.start)
@@ -472,12 +457,12 @@ def start_replicated(stack: Stack) -> None:
 
 @pytest.fixture
 async def replicated_stack(
-    nats_cluster: EmbeddedNatsCluster, scale_out_database: str, tmp_path: Path
+    nats_cluster: EmbeddedNatsCluster, own_database: str, tmp_path: Path
 ) -> AsyncIterator[Stack]:
     """Two processes of every service, each with every NATS server in NATS_URL."""
     stack = Stack(
         nats_url=nats_cluster.url,
-        database_url=scale_out_database,
+        database_url=own_database,
         log_dir=tmp_path / "logs",
         admin_tokens=f"tests:{ADMIN_TOKEN}",
         form_key=FORM_KEY,
@@ -648,7 +633,7 @@ def run_load(
 async def test_replicas_survive_node_and_process_kills(
     replicated_stack: Stack,
     nats_cluster: EmbeddedNatsCluster,
-    scale_out_database: str,
+    own_database: str,
 ) -> None:
     stack = replicated_stack
     with Admin(stack, ADMIN_TOKEN) as admin:
@@ -664,9 +649,7 @@ async def test_replicas_survive_node_and_process_kills(
     forms = sorted(recorder.forms, key=lambda form: form.index)
     accepted = {f.submission_id for f in forms if f.accepted and f.submission_id}
     given_up = [f for f in forms if not f.accepted]
-    stored, store_wait = await wait_until_stored(
-        scale_out_database, tenant.id, accepted
-    )
+    stored, store_wait = await wait_until_stored(own_database, tenant.id, accepted)
     print_summary(recorder, report, load_seconds, store_wait)
 
     # Every failure happened while forms were still being submitted, and the
@@ -681,7 +664,7 @@ async def test_replicas_survive_node_and_process_kills(
         f"{len(missing)} accepted forms not stored: {sorted(missing)[:5]}"
     )
     duplicates = await query_value(
-        scale_out_database,
+        own_database,
         "SELECT count(*) FROM (SELECT submission_id FROM ticket.tickets "
         "GROUP BY 1 HAVING count(*) > 1) AS repeated",
     )
@@ -698,7 +681,7 @@ async def test_replicas_survive_node_and_process_kills(
     assert len(accepted) == SUBMISSIONS
 
     # The created event of every ticket left the outbox.
-    assert await wait_until_outbox_sent(scale_out_database) == 0
+    assert await wait_until_outbox_sent(own_database) == 0
 
     # Both gateways accepted forms.
     per_gateway = Counter(f.accepted_by for f in forms)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import nats
 import pytest
 from nats.aio.client import Client
@@ -17,25 +14,6 @@ from linkdesk.processes import ServiceProcess
 from services.ticket.durable import consumer_config
 from shared import streams, subjects
 from shared.embedded import EmbeddedNats, free_port
-
-
-@pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    """A nats-server of this test alone, so the session's consumer stays as it is."""
-    with EmbeddedNats(tmp_path / "nats") as server:
-        yield server
-
-
-@pytest.fixture
-async def own_database(database_url: str) -> AsyncIterator[str]:
-    name = f"consumer_{uuid.uuid4().hex}"
-    admin = await asyncpg.connect(database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @pytest.fixture

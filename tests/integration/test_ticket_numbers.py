@@ -7,7 +7,6 @@ import datetime as dt
 import uuid
 import zoneinfo
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
@@ -21,20 +20,14 @@ UTC = zoneinfo.ZoneInfo("UTC")
 
 
 @pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    """A pool on a new database with the ticket schema, dropped afterwards."""
-    name = f"numbers_{uuid.uuid4().hex}"
-    admin = await asyncpg.connect(database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
-    pool = await create_pool(url, "ticket-test", max_size=10)
+async def pool(own_database: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on a new database with the ticket schema."""
+    pool = await create_pool(own_database, "ticket-test", max_size=10)
     try:
         await migrate(pool, repository.SCHEMA, "services.ticket")
         yield pool
     finally:
         await pool.close()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 def submission(

@@ -4,9 +4,7 @@ in the middle of a round."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import AsyncIterator
 
 import asyncpg
 import nats
@@ -23,12 +21,6 @@ TENANT = "00000000-0000-4000-8000-00000000a11e"
 
 
 @pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    with EmbeddedNats(tmp_path / "nats") as server:
-        yield server
-
-
-@pytest.fixture
 async def nc(own_nats: EmbeddedNats) -> AsyncIterator[Client]:
     client = await nats.connect(own_nats.url)
     await streams.ensure_ticket_stream(client.jetstream())
@@ -37,20 +29,14 @@ async def nc(own_nats: EmbeddedNats) -> AsyncIterator[Client]:
 
 
 @pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    """A pool on a new database with the ticket schema, dropped afterwards."""
-    name = f"relay_{uuid.uuid4().hex}"
-    admin = await asyncpg.connect(database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
-    pool = await create_pool(url, "ticket-test", max_size=4)
+async def pool(own_database: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on a new database with the ticket schema."""
+    pool = await create_pool(own_database, "ticket-test", max_size=4)
     try:
         await migrate(pool, repository.SCHEMA, "services.ticket")
         yield pool
     finally:
         await pool.close()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 def relay(pool: asyncpg.Pool, nc: Client) -> outbox.OutboxRelay:

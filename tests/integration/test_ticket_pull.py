@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import nats
 import pytest
@@ -18,12 +17,6 @@ from shared.embedded import EmbeddedNats
 
 STREAM = "PULL"
 CONSUMER = "store"
-
-
-@pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    with EmbeddedNats(tmp_path / "nats") as server:
-        yield server
 
 
 @pytest.fixture
