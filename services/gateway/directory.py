@@ -336,7 +336,7 @@ class Directory:
                 self.cache.store_tenant(
                     key, found_secret, snapshot, resolved.secret_expires_at
                 )
-                # The same reply answers the tenant check of this form's submit.
+                # The same reply is the result of the tenant check at submit.
                 self.cache.store_tenant_form(
                     (resolved.tenant.tenant_id, resolved.secret_id, None),
                     resolved.tenant,
@@ -415,7 +415,7 @@ class Directory:
         neither revoked nor expired.
 
         The tenant service also rejects a secret once its tenant requires
-        signed links. Both answers may come from the cache, which change
+        signed links. Both results may come from the cache, which change
         events keep current.
         """
         if secret_id is None and key_id is None:

@@ -47,31 +47,21 @@ def _key(submission_id: str) -> str:
     return f"form.{submission_id}"
 
 
-async def find(state: SharedState, submission_id: str) -> AcceptedForm | None:
-    """Return the accepted form with this submission id; None when there is
-    none or the bucket does not respond."""
-    try:
-        entry, _ = await state.get(_key(submission_id), AcceptedForm)
-    except StateUnavailable:
-        return None
-    return entry
-
-
 WAIT_INTERVAL_SECONDS = 0.02
 """Pause between reads while waiting for another post's ledger entry."""
 
 
-async def wait_for(
-    state: SharedState, submission_id: str, timeout: float
+async def find(
+    state: SharedState, submission_id: str, wait: float = 0.0
 ) -> AcceptedForm | None:
     """Return the accepted form with this submission id, reading again for up
-    to `timeout` seconds while there is none yet.
+    to `wait` seconds while there is none yet.
 
     A post that JetStream reported as a duplicate races the post it repeats,
     which writes the entry only after its own acknowledgement. Returns None
     when no entry appears in time or the bucket does not respond.
     """
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait
     while True:
         try:
             entry, _ = await state.get(_key(submission_id), AcceptedForm)

@@ -266,12 +266,7 @@ async def _repeated_post(
     """Respond to a post of a form that was already accepted, without publishing:
     the same values redirect to the same confirmation, other values get 409.
     `wait` is how long to wait for the ledger entry of a concurrent post."""
-    if wait > 0:
-        accepted = await form_ledger.wait_for(
-            state.shared_state, context.submission_id, wait
-        )
-    else:
-        accepted = await form_ledger.find(state.shared_state, context.submission_id)
+    accepted = await form_ledger.find(state.shared_state, context.submission_id, wait)
     if accepted is None:
         return None
     settings: GatewaySettings = state.settings

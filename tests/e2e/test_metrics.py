@@ -185,8 +185,8 @@ def test_unrouted_requests_share_one_label(stack: Stack, gateway: httpx.Client) 
 
     assert gateway.get(path).status_code == 404
     assert gateway.put("/public/tickets").status_code == 405
-    # A method that the HTTP parser knows and no route uses; the parser
-    # rejects methods it does not know before the app sees them.
+    # A method that the HTTP parser accepts and no route uses. The parser
+    # rejects unknown methods before the app sees them.
     assert gateway.request("PURGE", path).status_code == 404
 
     after = scrape(stack, "gateway")

@@ -116,8 +116,8 @@ def test_request_ids_reach_every_service(debug_stack: OwnStack) -> None:
         answer = post_form(gateway, form_token(page))
         assert answer.status_code == 303, answer.text[:500]
 
-    # Opening the link asks tenant and personnel; the post of the form just
-    # opened is checked from the gateway's cache and goes to ticket only.
+    # Opening the link sends requests to tenant and personnel. The post of
+    # the form just opened is checked from the cache and reaches ticket only.
     open_id = access_log_request_id(own, offset, "GET", 200)
     post_id = access_log_request_id(own, offset, "POST", 303)
 

@@ -473,8 +473,8 @@ async def replicated_stack(
             # submission rate limits allow, and 0 switches a limit off.
             "GATEWAY_SUBMISSIONS_PER_PERSON": "0",
             "GATEWAY_SUBMISSIONS_PER_TENANT": "0",
-            # Without the lookup cache every open and post asks tenant and
-            # personnel, so that their replicas' failover shows in the counts.
+            # Without the lookup cache every open and post sends requests to
+            # tenant and personnel, so their replicas' failover shows in counts.
             "GATEWAY_CACHE_TTL_SECONDS": "0",
         },
     )

@@ -87,8 +87,8 @@ async def test_buffer_never_exceeds_batch(nc: Client) -> None:
     await publish(nc, 12)
     puller = await start_puller(nc, 5, Answers())
 
-    # The first batch may be cut short when the messages arrive in more
-    # than one read; while it is handled, the puller buffers up to 5.
+    # The first batch is cut short when the messages arrive in more than
+    # one read. While it is handled, the puller buffers up to 5.
     batches = [await puller.next_batch(timeout=5.0)]
     await wait_for_buffered(puller, 5)
     await asyncio.sleep(0.2)
