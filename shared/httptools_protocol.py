@@ -13,6 +13,9 @@ ways that this subclass removes:
   head over `Config.h11_max_incomplete_event_size` bytes gets the 400 that
   h11 sends for it.
 
+It also sends each response through a `CoalescingTransport`, so that its
+head and body leave in one write.
+
 NOTE: llhttp also rejects methods that it does not know, such as BREW, and
 uvicorn then sends its plain 400, while h11 passes any method to the app.
 This subclass keeps that difference.
@@ -28,6 +31,8 @@ from urllib.parse import unquote
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
+
+from shared.write_coalescing import CoalescingTransport
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +70,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.max_head_bytes = H11_DEFAULT_MAX_HEAD_BYTES if limit is None else limit
         self.head_bytes = 0
         self.reading_head = True
+
+    def connection_made(  # type: ignore[override]
+        self, transport: asyncio.Transport
+    ) -> None:
+        super().connection_made(CoalescingTransport(transport, self.loop))
 
     def data_received(self, data: bytes) -> None:
         # As h11 does, this bounds the bytes read while the head is
