@@ -236,7 +236,7 @@ class SubmissionConsumer:
         """Return the next batch; return no messages after a second without
         any or after a failure."""
         try:
-            batch = await puller.next_batch(timeout=1.0)
+            batch = await puller.next_batch(timeout=1.0, gather=self.config.batch_wait)
         except (pull.PullFailed, nats.errors.Error, OSError) as exc:
             logger.warning(
                 "fetch failed, retrying in %.1f s",

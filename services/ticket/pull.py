@@ -34,6 +34,11 @@ _HEARTBEAT = "100"
 """Status of an idle heartbeat, which leaves the request open."""
 
 
+STEADY_WITHIN_SECONDS = 0.05
+"""A first message that arrives this soon after `next_batch` was called
+counts as part of a steady flow, whose batch may wait to fill up."""
+
+
 class PullFailed(Exception):
     """The server ended a pull request with an error status."""
 
@@ -94,31 +99,49 @@ class Puller:
             await self._subscription.unsubscribe()
             self._subscription = None
 
-    async def next_batch(self, timeout: float) -> list[Msg]:
+    async def next_batch(self, timeout: float, gather: float = 0.0) -> list[Msg]:
         """Return up to `batch` buffered messages, waiting up to `timeout`
         seconds for the first one; return none when none arrived.
+
+        When the first message was there within `STEADY_WITHIN_SECONDS`, a
+        batch that is not full waits up to `gather` seconds more to fill up.
+        Under load that stores fewer, larger batches, while a submission that
+        arrives alone is returned at once.
 
         Raises PullFailed when the server ended a request with an error, and
         nats.errors.Error when the request cannot be sent.
         """
-        deadline = time.monotonic() + timeout
-        while not self._buffer:
-            self._changed.clear()
+        called = time.monotonic()
+        if not await self._wait_for(1, timeout):
             self._raise_failure()
-            await self._request()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return []
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._changed.wait()
-            except TimeoutError:
-                return []
+            return []
+        if gather > 0 and time.monotonic() - called < STEADY_WITHIN_SECONDS:
+            await self._wait_for(self.batch, gather)
         batch = self._buffer[: self.batch]
         del self._buffer[: self.batch]
         self.on_answer()
         await self._request()
         return batch
+
+    async def _wait_for(self, count: int, timeout: float) -> bool:
+        """Wait up to `timeout` seconds until `count` messages are buffered;
+        return whether they are. Returns early when a request failed, and
+        leaves the failure for `_raise_failure`."""
+        deadline = time.monotonic() + timeout
+        while len(self._buffer) < count:
+            self._changed.clear()
+            if self._failure is not None:
+                return False
+            await self._request()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
+            except TimeoutError:
+                return False
+        return True
 
     def _raise_failure(self) -> None:
         failure, self._failure = self._failure, None

@@ -106,6 +106,63 @@ async def test_buffer_never_exceeds_batch(nc: Client) -> None:
     await puller.stop()
 
 
+async def publish_later(nc: Client, count: int, delay: float) -> None:
+    await asyncio.sleep(delay)
+    await publish(nc, count)
+
+
+async def test_steady_batch_gathers_more(nc: Client) -> None:
+    """A first message that is there at once belongs to a steady flow, so
+    the batch waits for the messages that follow it."""
+    puller = await start_puller(nc, 10, Answers())
+    await publish(nc, 1)
+    await wait_for_buffered(puller, 1)
+    later = asyncio.create_task(publish_later(nc, 3, 0.1))
+
+    batch = await puller.next_batch(timeout=5.0, gather=3.0)
+    await later
+
+    assert payloads(batch) == [b"0", b"0", b"1", b"2"]
+    await puller.stop()
+
+
+async def test_batch_without_gather_is_prompt(nc: Client) -> None:
+    puller = await start_puller(nc, 10, Answers())
+    await publish(nc, 1)
+    await wait_for_buffered(puller, 1)
+    later = asyncio.create_task(publish_later(nc, 3, 0.1))
+
+    batch = await puller.next_batch(timeout=5.0)
+    await later
+
+    assert payloads(batch) == [b"0"]
+    await puller.stop()
+
+
+async def test_full_batch_skips_gather(nc: Client) -> None:
+    puller = await start_puller(nc, 3, Answers())
+    await publish(nc, 3)
+    await wait_for_buffered(puller, 3)
+
+    # The gather would outlast the test's timeout if a full batch waited.
+    batch = await asyncio.wait_for(puller.next_batch(timeout=5.0, gather=600.0), 10)
+
+    assert payloads(batch) == [b"0", b"1", b"2"]
+    await puller.stop()
+
+
+async def test_lone_message_skips_gather(nc: Client) -> None:
+    """A message after a quiet spell is returned without waiting for more."""
+    puller = await start_puller(nc, 10, Answers())
+    later = asyncio.create_task(publish_later(nc, 1, pull.STEADY_WITHIN_SECONDS + 0.2))
+
+    batch = await asyncio.wait_for(puller.next_batch(timeout=5.0, gather=600.0), 10)
+    await later
+
+    assert payloads(batch) == [b"0"]
+    await puller.stop()
+
+
 async def test_empty_batch_after_timeout(nc: Client) -> None:
     """No message: an empty batch, and the expired request calls on_answer."""
     answers = Answers()
