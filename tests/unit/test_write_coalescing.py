@@ -42,14 +42,28 @@ class RecordingTransport(asyncio.Transport):
         return {"peername": ("127.0.0.1", 4711)}.get(name, default)
 
 
+async def over_socket() -> tuple[CoalescingTransport, socket.socket]:
+    """Return a CoalescingTransport over one end of a socket pair, and the
+    other end, non-blocking."""
+    loop = asyncio.get_running_loop()
+    left, right = socket.socketpair()
+    right.setblocking(False)
+    transport, _ = await loop.create_connection(asyncio.Protocol, sock=left)
+    return CoalescingTransport(transport, loop), right
+
+
+def wrapped() -> tuple[RecordingTransport, CoalescingTransport]:
+    inner = RecordingTransport()
+    return inner, CoalescingTransport(inner, asyncio.get_running_loop())
+
+
 async def _next_step() -> None:
     # A callback scheduled with call_soon before this runs before it resumes.
     await asyncio.sleep(0)
 
 
 async def test_one_step_one_write() -> None:
-    inner = RecordingTransport()
-    outer = CoalescingTransport(inner, asyncio.get_running_loop())
+    inner, outer = wrapped()
     outer.write(b"HTTP/1.1 200 OK\r\n\r\n")
     outer.write(bytearray(b"body"))
     outer.writelines([b"-", memoryview(b"end")])
@@ -59,8 +73,7 @@ async def test_one_step_one_write() -> None:
 
 
 async def test_later_steps_write_separately() -> None:
-    inner = RecordingTransport()
-    outer = CoalescingTransport(inner, asyncio.get_running_loop())
+    inner, outer = wrapped()
     outer.write(b"first")
     await _next_step()
     outer.write(b"second")
@@ -69,16 +82,14 @@ async def test_later_steps_write_separately() -> None:
 
 
 async def test_empty_write_schedules_nothing() -> None:
-    inner = RecordingTransport()
-    outer = CoalescingTransport(inner, asyncio.get_running_loop())
+    inner, outer = wrapped()
     outer.write(b"")
     await _next_step()
     assert inner.calls == []
 
 
 async def test_close_sends_pending_first() -> None:
-    inner = RecordingTransport()
-    outer = CoalescingTransport(inner, asyncio.get_running_loop())
+    inner, outer = wrapped()
     outer.write(b"400 page")
     outer.close()
     assert inner.calls == ["write", "close"]
@@ -88,8 +99,7 @@ async def test_close_sends_pending_first() -> None:
 
 
 async def test_abort_drops_pending() -> None:
-    inner = RecordingTransport()
-    outer = CoalescingTransport(inner, asyncio.get_running_loop())
+    inner, outer = wrapped()
     outer.write(b"never sent")
     outer.abort()
     await _next_step()
@@ -97,8 +107,7 @@ async def test_abort_drops_pending() -> None:
 
 
 async def test_closed_connection_drops_writes() -> None:
-    inner = RecordingTransport()
-    outer = CoalescingTransport(inner, asyncio.get_running_loop())
+    inner, outer = wrapped()
     outer.write(b"late")
     inner.closing = True
     await _next_step()
@@ -106,8 +115,7 @@ async def test_closed_connection_drops_writes() -> None:
 
 
 async def test_buffer_size_counts_pending() -> None:
-    inner = RecordingTransport()
-    outer = CoalescingTransport(inner, asyncio.get_running_loop())
+    _, outer = wrapped()
     outer.write(b"12345")
     assert outer.get_write_buffer_size() == 7 + 5
     assert outer.get_extra_info("peername") == ("127.0.0.1", 4711)
@@ -117,10 +125,7 @@ async def test_buffer_size_counts_pending() -> None:
 
 async def test_socket_bytes_arrive_in_order() -> None:
     loop = asyncio.get_running_loop()
-    left, right = socket.socketpair()
-    right.setblocking(False)
-    transport, _ = await loop.create_connection(asyncio.Protocol, sock=left)
-    outer = CoalescingTransport(transport, loop)
+    outer, right = await over_socket()
     try:
         expected = b""
         for step in range(20):
@@ -142,10 +147,7 @@ async def test_socket_bytes_arrive_in_order() -> None:
 @pytest.mark.parametrize("size", [1, 64 * 1024, 4 * 1024 * 1024])
 async def test_large_writes_arrive_whole(size: int) -> None:
     loop = asyncio.get_running_loop()
-    left, right = socket.socketpair()
-    right.setblocking(False)
-    transport, _ = await loop.create_connection(asyncio.Protocol, sock=left)
-    outer = CoalescingTransport(transport, loop)
+    outer, right = await over_socket()
     try:
         outer.write(b"h" * 100)
         outer.write(b"b" * size)
