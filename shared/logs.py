@@ -127,6 +127,12 @@ class StepBufferedHandler(logging.StreamHandler[TextIO]):
             )
 
 
+def flush() -> None:
+    """Write the lines that the root logger's handlers still hold."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
 def configure(service: str) -> None:
     """Route every logger to stderr in the format that `LOG_FORMAT` selects."""
     chosen = os.environ.get("LOG_FORMAT", "").lower()

@@ -6,8 +6,10 @@ app's lifespan exit, where each service drains NATS and closes its pool.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
+from collections.abc import Iterator
 
 import uvicorn
 from litestar import Litestar
@@ -33,6 +35,17 @@ class _Server(uvicorn.Server):
                     "http": f"http://{self.config.host}:{self.config.port}",
                 },
             )
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # On leaving, uvicorn raises the captured SIGTERM again, which ends
+        # the process before the event loop runs another step, so the log
+        # lines of the last step are written here.
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                logs.flush()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Logged here rather than after run() returns, because uvicorn
