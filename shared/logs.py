@@ -128,7 +128,7 @@ class StepBufferedHandler(logging.StreamHandler[TextIO]):
 
 
 def flush() -> None:
-    """Write the lines that the root logger's handlers still hold."""
+    """Write the lines that the root logger's handlers have not written yet."""
     for handler in logging.getLogger().handlers:
         handler.flush()
 
