@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -478,6 +479,10 @@ def main(argv: list[str] | None = None) -> int:
         results["rss_end"] = memory(system)
     finally:
         system.stop()
+        # The stores of a backlog run take gigabytes; the logs stay for a
+        # look at a failed run.
+        for store in ("nats", "postgres"):
+            shutil.rmtree(work / "data" / store, ignore_errors=True)
         (work / "results.json").write_text(json.dumps(results, indent=2, default=str))
         print(f"bench: raw results in {work / 'results.json'}", flush=True)
     if args.only:

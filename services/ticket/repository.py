@@ -362,45 +362,71 @@ async def _store_all(
     tenants: dict[str, uuid.UUID],
     number_zone: zoneinfo.ZoneInfo,
 ) -> list[Ticket]:
-    """Store new submissions with one statement per table.
+    """Store new submissions in two statements: one takes the numbers and ids,
+    one writes the tickets, their history rows and their `created` events.
 
+    Every round trip to PostgreSQL is a wait for the whole batch, so the
+    events are built between the two from the ids taken in the first.
     Raises _AlreadyStored when one of them is stored already; the caller then
     rolls back. Checking for stored ones beforehand would cost a query per
     batch, while redeliveries are rare.
     """
-    numbers = await _take_numbers(connection, submissions, tenants, number_zone)
-    submission_ids = [uuid.UUID(item.data.submission_id) for item in submissions]
-    rows = await connection.fetch(
-        _INSERT_TICKETS,
-        *_ticket_columns(submissions, submission_ids, tenants, numbers),
-    )
-    if len(rows) < len(submissions):
-        raise _AlreadyStored
-    tickets = {ticket.submission_id: ticket for ticket in map(_ticket, rows)}
-    ordered = [tickets[submission_id] for submission_id in submission_ids]
-
-    created = []
-    for item, ticket in zip(submissions, ordered, strict=True):
-        assert ticket.number is not None
-        created.append(
-            ticket_events.ticket_created(
-                item.data,
-                ticket_id=ticket.id,
-                number=ticket.number,
-                created_at=ticket.stored_at,
-            )
+    taken = await _take_numbers(connection, submissions, tenants, number_zone)
+    tickets = [
+        Ticket(
+            id=ticket_id,
+            number=number,
+            submission_id=uuid.UUID(item.data.submission_id),
+            reference=item.data.reference,
+            tenant_id=tenants[item.data.tenant_id],
+            personnel_number=item.data.personnel_number,
+            reporter_name=item.data.reporter_name,
+            category=item.data.category,
+            subject=item.data.subject,
+            description=item.data.description,
+            location=item.data.location,
+            urgency=item.data.urgency,
+            language=item.data.language,
+            status="new",
+            submitted_at=item.data.submitted_at,
+            stored_at=taken.stored_at,
+            updated_at=None,
         )
-    await connection.execute(
-        "INSERT INTO ticket.outbox (event_id, subject, payload)"
-        " SELECT event_id, subject, payload"
-        " FROM unnest($1::uuid[], $2::text[], $3::bytea[])"
-        " WITH ORDINALITY AS event(event_id, subject, payload, position)"
-        " ORDER BY position",
+        for item, ticket_id, number in zip(
+            submissions, taken.ids, taken.numbers, strict=True
+        )
+    ]
+    created = [
+        ticket_events.ticket_created(
+            item.data,
+            ticket_id=ticket.id,
+            number=number,
+            created_at=taken.stored_at,
+        )
+        for item, ticket, number in zip(
+            submissions, tickets, taken.numbers, strict=True
+        )
+    ]
+    inserted = await connection.fetchval(
+        _INSERT_TICKETS,
+        *_ticket_columns(submissions, tickets),
         [event.event_id for event in created],
         [event.subject for event in created],
         [event.payload for event in created],
     )
-    return ordered
+    if inserted < len(submissions):
+        raise _AlreadyStored
+    return tickets
+
+
+@dataclass(frozen=True)
+class _Taken:
+    """Ticket numbers and ids for a batch, in its order, and the time of its
+    transaction, which is the `stored_at` of its tickets."""
+
+    numbers: list[str]
+    ids: list[int]
+    stored_at: dt.datetime
 
 
 async def _take_numbers(
@@ -408,12 +434,14 @@ async def _take_numbers(
     submissions: Sequence[Submission],
     tenants: dict[str, uuid.UUID],
     number_zone: zoneinfo.ZoneInfo,
-) -> list[str]:
-    """Raise each tenant's yearly counter by the count of its submissions in
-    one statement, and return the ticket numbers in the order given.
+) -> _Taken:
+    """Raise each tenant's yearly counter by the count of its submissions and
+    take a ticket id per submission, in one statement.
 
     The counter rows stay locked until the transaction ends, as in
-    `_store_one`, so no other transaction hands out the same numbers.
+    `_store_one`, so no other transaction hands out the same numbers. Ids
+    taken by a transaction that rolls back are not used again, as with any
+    identity column.
     """
     years = [
         lifecycle.number_year(item.data.submitted_at, number_zone)
@@ -429,17 +457,11 @@ async def _take_numbers(
     for key in keys:
         counts[key] = counts.get(key, 0) + 1
     rows = await connection.fetch(
-        "INSERT INTO ticket.ticket_counters (tenant_id, year, last_value)"
-        " SELECT tenant_id, year, added"
-        " FROM unnest($1::uuid[], $2::integer[], $3::integer[])"
-        " WITH ORDINALITY AS counter(tenant_id, year, added, position)"
-        " ORDER BY position"
-        " ON CONFLICT (tenant_id, year)"
-        " DO UPDATE SET last_value = ticket_counters.last_value + excluded.last_value"
-        " RETURNING tenant_id, year, last_value",
+        _TAKE_NUMBERS,
         [tenant_id for tenant_id, _ in counts],
         [year for _, year in counts],
         list(counts.values()),
+        len(submissions),
     )
     next_value = {
         (row["tenant_id"], row["year"]): row["last_value"]
@@ -451,56 +473,81 @@ async def _take_numbers(
     for key in keys:
         numbers.append(lifecycle.format_number(key[1], next_value[key]))
         next_value[key] += 1
-    return numbers
+    return _Taken(numbers, sorted(rows[0]["ids"]), rows[0]["stored_at"])
 
+
+_TAKE_NUMBERS = (
+    "WITH counter AS ("
+    " INSERT INTO ticket.ticket_counters (tenant_id, year, last_value)"
+    " SELECT tenant_id, year, added"
+    " FROM unnest($1::uuid[], $2::integer[], $3::integer[])"
+    " WITH ORDINALITY AS counter(tenant_id, year, added, position)"
+    " ORDER BY position"
+    " ON CONFLICT (tenant_id, year)"
+    " DO UPDATE SET last_value = ticket_counters.last_value + excluded.last_value"
+    " RETURNING tenant_id, year, last_value"
+    "), ids AS ("
+    " SELECT array_agg(nextval('ticket.tickets_id_seq')) AS ids"
+    " FROM generate_series(1, $4)"
+    ") SELECT tenant_id, year, last_value, ids, now() AS stored_at"
+    " FROM counter CROSS JOIN ids"
+)
+"""Raise the counters, returning one row per counter; every row carries all
+the ticket ids taken and the transaction's time."""
 
 _INSERT_TICKETS = (
     "WITH inserted AS ("
-    " INSERT INTO ticket.tickets (submission_id, number, reference, tenant_id,"
+    " INSERT INTO ticket.tickets (id, submission_id, number, reference, tenant_id,"
     " personnel_number, reporter_name, category, subject, description, location,"
     " urgency, language, submitted_at, stream_sequence)"
-    " SELECT submission_id, number, reference, tenant_id, personnel_number,"
+    " OVERRIDING SYSTEM VALUE"
+    " SELECT id, submission_id, number, reference, tenant_id, personnel_number,"
     " reporter_name, category, subject, description, location, urgency,"
     " language, submitted_at, stream_sequence"
-    " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[],"
+    " FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::uuid[],"
     " $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],"
-    " $12::text[], $13::timestamptz[], $14::bigint[])"
-    " WITH ORDINALITY AS submission(submission_id, number, reference, tenant_id,"
-    " personnel_number, reporter_name, category, subject, description, location,"
-    " urgency, language, submitted_at, stream_sequence, position)"
+    " $12::text[], $13::text[], $14::timestamptz[], $15::bigint[])"
+    " WITH ORDINALITY AS submission(id, submission_id, number, reference,"
+    " tenant_id, personnel_number, reporter_name, category, subject, description,"
+    " location, urgency, language, submitted_at, stream_sequence, position)"
     " ORDER BY position"
-    f" ON CONFLICT (submission_id) DO NOTHING RETURNING {_COLUMNS}"
+    " ON CONFLICT (submission_id) DO NOTHING RETURNING id, stored_at"
     "), history AS ("
     " INSERT INTO ticket.ticket_history"
     " (ticket_id, from_status, to_status, changed_by, changed_at)"
     " SELECT id, NULL, 'new', 'submission', stored_at FROM inserted ORDER BY id"
-    f") SELECT {_COLUMNS} FROM inserted"
+    "), created AS ("
+    " INSERT INTO ticket.outbox (event_id, subject, payload)"
+    " SELECT event_id, subject, payload"
+    " FROM unnest($16::uuid[], $17::text[], $18::bytea[])"
+    " WITH ORDINALITY AS event(event_id, subject, payload, position)"
+    " ORDER BY position"
+    ") SELECT count(*) FROM inserted"
 )
-"""Insert tickets from one array per column, each with its first history row."""
+"""Insert tickets from one array per column, each with its first history row
+and its `created` event, and return how many tickets were new. The events of
+a batch with a stored submission are written too; the caller rolls them back."""
 
 
 def _ticket_columns(
-    submissions: Sequence[Submission],
-    submission_ids: list[uuid.UUID],
-    tenants: dict[str, uuid.UUID],
-    numbers: Sequence[str],
+    submissions: Sequence[Submission], tickets: Sequence[Ticket]
 ) -> list[list[Any]]:
-    """Return the arguments of _INSERT_TICKETS: one list per column."""
-    data = [item.data for item in submissions]
+    """Return the ticket arguments of _INSERT_TICKETS: one list per column."""
     return [
-        submission_ids,
-        list(numbers),
-        [d.reference for d in data],
-        [tenants[d.tenant_id] for d in data],
-        [d.personnel_number for d in data],
-        [d.reporter_name for d in data],
-        [d.category for d in data],
-        [d.subject for d in data],
-        [d.description for d in data],
-        [d.location for d in data],
-        [d.urgency for d in data],
-        [d.language for d in data],
-        [d.submitted_at for d in data],
+        [ticket.id for ticket in tickets],
+        [ticket.submission_id for ticket in tickets],
+        [ticket.number for ticket in tickets],
+        [ticket.reference for ticket in tickets],
+        [ticket.tenant_id for ticket in tickets],
+        [ticket.personnel_number for ticket in tickets],
+        [ticket.reporter_name for ticket in tickets],
+        [ticket.category for ticket in tickets],
+        [ticket.subject for ticket in tickets],
+        [ticket.description for ticket in tickets],
+        [ticket.location for ticket in tickets],
+        [ticket.urgency for ticket in tickets],
+        [ticket.language for ticket in tickets],
+        [ticket.submitted_at for ticket in tickets],
         [item.stream_sequence for item in submissions],
     ]
 

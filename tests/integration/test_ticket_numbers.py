@@ -202,6 +202,33 @@ async def test_batch_numbers_in_stream_order(pool: asyncpg.Pool) -> None:
         assert by_ticket[result.id]["submission_id"] == str(result.submission_id)
 
 
+async def test_batch_returns_the_stored_rows(pool: asyncpg.Pool) -> None:
+    """The tickets a batch returns are built before the insert; they must equal
+    the rows read back, and the `created` events must carry the same values."""
+    tenant = uuid.uuid4()
+    batch = [submission(tenant) for _ in range(5)]
+
+    results = await store_batch(pool, batch, 40)
+
+    tickets = [result for result in results if isinstance(result, repository.Ticket)]
+    assert len(tickets) == 5
+    assert [ticket.id for ticket in tickets] == sorted(ticket.id for ticket in tickets)
+    for ticket in tickets:
+        detail = await repository.get_ticket(pool, tenant, str(ticket.id))
+        assert detail.ticket == ticket
+        assert [(h.to_status, h.changed_at) for h in detail.history] == [
+            ("new", ticket.stored_at)
+        ]
+    rows = await pool.fetch("SELECT payload FROM ticket.outbox ORDER BY id")
+    created = [msgspec.json.decode(row["payload"])["data"] for row in rows]
+    assert [
+        (event["ticket_id"], event["number"], event["created_at"]) for event in created
+    ] == [
+        (ticket.id, ticket.number, ticket.stored_at.isoformat().replace("+00:00", "Z"))
+        for ticket in tickets
+    ]
+
+
 async def test_batch_duplicates_use_no_number(pool: asyncpg.Pool) -> None:
     """A stored submission and a repeat within the batch come back as None."""
     tenant = uuid.uuid4()
