@@ -38,7 +38,7 @@ def profile_gateway(
         return {"error": "py-spy not installed (pip install py-spy)"}
     seconds = 10
     body_file = work / "forms-profile.txt"
-    body_file.write_text("\n".join(form_bodies(system, 20_000)) + "\n")
+    body_file.write_text("\n".join(form_bodies(system, 40_000)) + "\n")
     raw = work / "gateway-profile.txt"
     recorder = subprocess.Popen(
         [
