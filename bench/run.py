@@ -479,10 +479,12 @@ def main(argv: list[str] | None = None) -> int:
         results["rss_end"] = memory(system)
     finally:
         system.stop()
-        # The stores of a backlog run take gigabytes; the logs stay for a
-        # look at a failed run.
+        # The stores of a backlog run take gigabytes and the prepared forms
+        # a hundred megabytes or more; the logs stay for a look at a failed run.
         for store in ("nats", "postgres"):
             shutil.rmtree(work / "data" / store, ignore_errors=True)
+        for forms in work.glob("forms-*.txt"):
+            forms.unlink()
         (work / "results.json").write_text(json.dumps(results, indent=2, default=str))
         print(f"bench: raw results in {work / 'results.json'}", flush=True)
     if args.only:

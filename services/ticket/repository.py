@@ -741,6 +741,27 @@ async def record_send_failures(
     )
 
 
+async def delete_sent_events(
+    pool: asyncpg.Pool, older_than: dt.timedelta, limit: int
+) -> int:
+    """Delete up to `limit` outbox rows sent more than `older_than` ago and
+    return how many were deleted.
+
+    Only the `limit` oldest sent rows are looked at. The relay sends rows in
+    id order, so once the oldest are too young, all the others are too.
+    """
+    status = await pool.execute(
+        "DELETE FROM ticket.outbox WHERE id IN ("
+        " SELECT id FROM ("
+        " SELECT id, sent_at FROM ticket.outbox WHERE sent_at IS NOT NULL"
+        " ORDER BY id LIMIT $2"
+        " ) AS oldest WHERE sent_at < now() - $1::interval)",
+        older_than,
+        limit,
+    )
+    return int(status.split()[-1])
+
+
 async def count_unsent(pool: asyncpg.Pool) -> int:
     count: int = await pool.fetchval(
         "SELECT count(*) FROM ticket.outbox WHERE sent_at IS NULL"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -12,7 +13,7 @@ import asyncpg
 from litestar.datastructures import State
 from nats.aio.client import Client
 
-from services.ticket import config, outbox
+from services.ticket import config, outbox, outbox_retention
 from services.ticket.consumer import SubmissionConsumer
 from services.ticket.tenants import TenantDirectory
 from shared import settings, subjects
@@ -61,8 +62,17 @@ async def run_workers(
     state.relay = relay if ticket_settings.outbox_relay else None
     state.ticket_settings = ticket_settings
 
+    pruner = (
+        outbox_retention.OutboxPruner(
+            pool, dt.timedelta(days=ticket_settings.outbox_keep_days)
+        )
+        if ticket_settings.outbox_keep_days
+        else None
+    )
+
     consumer_task = _start(consumer.run(), "ticket-consumer")
     relay_task = _start(relay.run(), "ticket-outbox") if state.relay else None
+    pruner_task = _start(pruner.run(), "ticket-outbox-pruner") if pruner else None
     logger.info(
         "consumer started",
         extra={
@@ -82,6 +92,10 @@ async def run_workers(
     finally:
         consumer.stop()
         relay.stop()
+        if pruner is not None:
+            pruner.stop()
+            assert pruner_task is not None
+            await _stop(pruner_task, "outbox pruner")
         await _stop(consumer_task, "consumer")
         if relay_task is not None:
             await _stop(relay_task, "outbox relay")
