@@ -166,6 +166,33 @@ def test_misses_from_one_address_blocked(
     assert get(limited_gateways[0], valid, new_address()).status_code == 200
 
 
+def test_untrusted_proxy_header_ignored(stack: Stack, work_dir: Path) -> None:
+    """With FORWARDED_ALLOW_IPS naming another proxy, `X-Forwarded-For` from
+    127.0.0.1 is ignored, so misses under ever new addresses count for
+    127.0.0.1 and block it."""
+    env = {
+        **stack.services["gateway"].env,
+        **LIMIT_ENV,
+        "GATEWAY_STATE_BUCKET": f"limits_test_{uuid.uuid4().hex[:12]}",
+        "FORWARDED_ALLOW_IPS": "192.0.2.1",
+    }
+    gateway = ServiceProcess(
+        "gateway", free_port(), env, work_dir / "logs" / "gateway-proxy.log"
+    )
+    gateway.start()
+    try:
+        gateway.wait_ready()
+        statuses = [
+            get(gateway, link_target(uuid.uuid4().hex, "004711"), new_address())
+            for _ in range(FAILURES_PER_ADDRESS + 2)
+        ]
+    finally:
+        gateway.stop()
+
+    codes = [answer.status_code for answer in statuses]
+    assert codes == [404] * (FAILURES_PER_ADDRESS + 1) + [429]
+
+
 def test_person_misses_with_one_secret_blocked(
     limited_gateways: list[ServiceProcess], admin: Admin
 ) -> None:

@@ -60,6 +60,7 @@ SHARED_SETTINGS: dict[str, frozenset[str]] = {
     "DATABASE_URL": STATEFUL,
     "LINKDESK_ADMIN_TOKENS": STATEFUL,
     "NATS_REQUEST_TIMEOUT": frozenset({GATEWAY}),
+    "FORWARDED_ALLOW_IPS": LINKDESK_SERVICES,
     "TICKET_STREAM_MAX_AGE_DAYS": frozenset({"ticket"}),
     "TICKET_DUPLICATE_WINDOW_SECONDS": frozenset({"ticket"}),
     "TICKET_STREAM_REPLICAS": frozenset({"ticket"}),
