@@ -38,9 +38,11 @@ TicketNumber = Annotated[
 ]
 TenantId = Annotated[str, msgspec.Meta(description="Tenant id (UUID).")]
 Timestamp = Annotated[
-    dt.datetime, msgspec.Meta(extra_json_schema={"format": "date-time"})
+    dt.datetime,
+    msgspec.Meta(tz=True, extra_json_schema={"format": "date-time"}),
 ]
-"""A timezone-aware point in time, encoded as RFC 3339 text."""
+"""A timezone-aware point in time, encoded as RFC 3339 text. Decoding rejects
+a time without an offset, which each reader would place in its own zone."""
 Reference = Annotated[
     str,
     msgspec.Meta(

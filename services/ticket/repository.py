@@ -371,7 +371,7 @@ async def _store_all(
     rolls back. Checking for stored ones beforehand would cost a query per
     batch, while redeliveries are rare.
     """
-    taken = await _take_numbers(connection, submissions, tenants, number_zone)
+    allocation = await _take_numbers(connection, submissions, tenants, number_zone)
     tickets = [
         Ticket(
             id=ticket_id,
@@ -389,11 +389,11 @@ async def _store_all(
             language=item.data.language,
             status="new",
             submitted_at=item.data.submitted_at,
-            stored_at=taken.stored_at,
+            stored_at=allocation.stored_at,
             updated_at=None,
         )
         for item, ticket_id, number in zip(
-            submissions, taken.ids, taken.numbers, strict=True
+            submissions, allocation.ids, allocation.numbers, strict=True
         )
     ]
     created = [
@@ -401,10 +401,10 @@ async def _store_all(
             item.data,
             ticket_id=ticket.id,
             number=number,
-            created_at=taken.stored_at,
+            created_at=allocation.stored_at,
         )
         for item, ticket, number in zip(
-            submissions, tickets, taken.numbers, strict=True
+            submissions, tickets, allocation.numbers, strict=True
         )
     ]
     inserted = await connection.fetchval(
@@ -420,7 +420,7 @@ async def _store_all(
 
 
 @dataclass(frozen=True)
-class _Taken:
+class _Allocation:
     """Ticket numbers and ids for a batch, in its order, and the time of its
     transaction, which is the `stored_at` of its tickets."""
 
@@ -434,7 +434,7 @@ async def _take_numbers(
     submissions: Sequence[Submission],
     tenants: dict[str, uuid.UUID],
     number_zone: zoneinfo.ZoneInfo,
-) -> _Taken:
+) -> _Allocation:
     """Raise each tenant's yearly counter by the count of its submissions and
     take a ticket id per submission, in one statement.
 
@@ -473,7 +473,7 @@ async def _take_numbers(
     for key in keys:
         numbers.append(lifecycle.format_number(key[1], next_value[key]))
         next_value[key] += 1
-    return _Taken(numbers, sorted(rows[0]["ids"]), rows[0]["stored_at"])
+    return _Allocation(numbers, sorted(rows[0]["ids"]), rows[0]["stored_at"])
 
 
 _TAKE_NUMBERS = (
@@ -489,11 +489,17 @@ _TAKE_NUMBERS = (
     "), ids AS ("
     " SELECT array_agg(nextval('ticket.tickets_id_seq')) AS ids"
     " FROM generate_series(1, $4)"
+    " WHERE (SELECT count(*) FROM counter) > 0"
     ") SELECT tenant_id, year, last_value, ids, now() AS stored_at"
     " FROM counter CROSS JOIN ids"
 )
 """Raise the counters, returning one row per counter; every row carries all
-the ticket ids taken and the transaction's time."""
+the ticket ids taken and the transaction's time.
+
+The ids are taken only after every counter row is locked (the count reads
+the whole `counter` first). Otherwise a batch that waits for another
+transaction's counter lock would hold ids older than that transaction's,
+and a tenant's later ticket numbers could get smaller ids."""
 
 _INSERT_TICKETS = (
     "WITH inserted AS ("
@@ -744,18 +750,23 @@ async def record_send_failures(
 async def delete_sent_events(
     pool: asyncpg.Pool, older_than: dt.timedelta, limit: int
 ) -> int:
-    """Delete up to `limit` outbox rows sent more than `older_than` ago and
-    return how many were deleted.
+    """Delete outbox rows sent more than `older_than` ago, among the `limit`
+    sent rows with the lowest ids, and return how many were deleted.
 
-    Only the `limit` oldest sent rows are looked at. The relay sends rows in
-    id order, so once the oldest are too young, all the others are too.
+    Looking only at the lowest ids keeps each statement short. The relay
+    sends rows in about id order, so the old rows are found there. A row
+    sent out of order (after a failed publish, say) is deleted once it is
+    old too.
     """
+    # The outer condition is checked again on a row that changed while the
+    # statement waited for its lock, so a row marked unsent then is kept.
     status = await pool.execute(
         "DELETE FROM ticket.outbox WHERE id IN ("
         " SELECT id FROM ("
         " SELECT id, sent_at FROM ticket.outbox WHERE sent_at IS NOT NULL"
         " ORDER BY id LIMIT $2"
-        " ) AS oldest WHERE sent_at < now() - $1::interval)",
+        " ) AS oldest WHERE sent_at < now() - $1::interval)"
+        " AND sent_at < now() - $1::interval",
         older_than,
         limit,
     )

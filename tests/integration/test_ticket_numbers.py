@@ -362,3 +362,38 @@ async def test_batch_racing_insert_leaves_no_gap(pool: asyncpg.Pool) -> None:
     assert number_of(results[1]) == "2026-000002"
     counter = await pool.fetchval("SELECT last_value FROM ticket.ticket_counters")
     assert counter == 2
+
+
+async def test_waiting_batch_ids_follow_numbers(pool: asyncpg.Pool) -> None:
+    """A batch that waits for a counter lock takes its ids after the wait, so
+    a tenant's later number never gets a smaller id than an earlier one."""
+    first, second = sorted([uuid.uuid4(), uuid.uuid4()])
+
+    async def store_on(
+        connection: asyncpg.Connection, batch: list[events.TicketSubmittedData]
+    ) -> list[repository.StoreResult]:
+        submissions = [repository.Submission(data, 1) for data in batch]
+        return await repository.store_submissions(
+            connection, submissions, number_zone=UTC
+        )
+
+    async with (
+        pool.acquire() as holder,
+        pool.acquire() as waiter,
+        pool.acquire() as other,
+    ):
+        async with holder.transaction():
+            await store_on(holder, [submission(first)])
+            # Locks `first`'s counter and waits there for `holder`.
+            waiting = asyncio.create_task(
+                store_on(waiter, [submission(first), submission(second)])
+            )
+            await wait_for_lock_wait(pool, waiter.get_server_pid())
+            [early] = await store_on(other, [submission(second)])
+        [_, late] = await asyncio.wait_for(waiting, 10)
+
+    assert isinstance(early, repository.Ticket)
+    assert isinstance(late, repository.Ticket)
+    assert early.number == "2026-000001"
+    assert late.number == "2026-000002"
+    assert late.id > early.id

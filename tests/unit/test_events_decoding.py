@@ -92,3 +92,21 @@ def test_submitted_at_outside_utc_range_is_invalid() -> None:
 
     with pytest.raises(InvalidSubmission, match=r"invalid data\.submitted_at"):
         decode_submission(SUBJECT, msgspec.json.encode(event))
+
+
+@pytest.mark.parametrize("path", [("data", "submitted_at"), ("time",)])
+def test_time_without_offset_is_invalid(path: tuple[str, ...]) -> None:
+    """A naive time would be read in each reader's own zone, so it is rejected
+    and the message parked, naming the field."""
+    event = valid_event()
+    holder: dict[str, object] = event
+    for key in path[:-1]:
+        inner = holder[key]
+        assert isinstance(inner, dict)
+        holder = inner
+    holder[path[-1]] = "2026-12-31T23:30:00"
+
+    with pytest.raises(
+        InvalidSubmission, match=r"timezone.* - at `\$\." + r"\.".join(path) + "`"
+    ):
+        decode_submission(SUBJECT, msgspec.json.encode(event))
