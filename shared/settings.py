@@ -6,6 +6,7 @@ can fix a deployment from the first log line.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 
@@ -47,6 +48,7 @@ def env_float(
     default: float,
     *,
     minimum: float = 0.0,
+    maximum: float = math.inf,
     environ: Mapping[str, str] | None = None,
 ) -> float:
     """Return the variable `name` as a number of seconds or similar unit."""
@@ -58,8 +60,15 @@ def env_float(
     except ValueError:
         msg = f"{name} must be a number, got {raw!r}"
         raise SettingsError(msg) from None
+    # float() reads "nan" and "inf" too, which no setting can use.
+    if not math.isfinite(value):
+        msg = f"{name} must be a finite number, got {raw!r}"
+        raise SettingsError(msg)
     if value < minimum:
         msg = f"{name} must be at least {minimum}, got {value}"
+        raise SettingsError(msg)
+    if value > maximum:
+        msg = f"{name} must be at most {maximum}, got {value}"
         raise SettingsError(msg)
     return value
 

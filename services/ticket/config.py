@@ -61,7 +61,7 @@ class TicketSettings:
     message (default 5.0)."""
     outbox_keep_days: float
     """TICKET_OUTBOX_KEEP_DAYS: days a sent outbox row is kept before it is
-    deleted (default 30); 0 keeps sent rows for ever."""
+    deleted (default 30, at most 36,500); 0 keeps sent rows for ever."""
     exit_after_outbox_publish: bool
     """TICKET_TEST_EXIT_AFTER_OUTBOX_PUBLISH: for tests only (default off).
     The process exits once the acknowledgements of its first publishes are
@@ -89,7 +89,11 @@ def from_env(environ: Mapping[str, str] | None = None) -> TicketSettings:
             "TICKET_PUBLISH_TIMEOUT_SECONDS", 5.0, minimum=0.1, environ=environ
         ),
         outbox_keep_days=env_float(
-            "TICKET_OUTBOX_KEEP_DAYS", 30.0, minimum=0.0, environ=environ
+            "TICKET_OUTBOX_KEEP_DAYS",
+            30.0,
+            minimum=0.0,
+            maximum=36_500.0,
+            environ=environ,
         ),
         exit_after_outbox_publish=env_switch(
             "TICKET_TEST_EXIT_AFTER_OUTBOX_PUBLISH", False, environ

@@ -2,7 +2,7 @@
 
 A sent row is kept for `TICKET_OUTBOX_KEEP_DAYS` (default 30, the ticket
 stream's default message age). While the stream still contains an event,
-its row tells which stream sequence carried it. Unsent rows are never
+its row shows which stream sequence carried it. Unsent rows are never
 deleted. Every replica prunes, and two passes at once delete each row once.
 """
 
@@ -53,9 +53,13 @@ class OutboxPruner:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def prune(self) -> int:
-        """Delete sent rows older than `keep`, oldest first, in chunks; return
-        how many were deleted. Raises the database's errors."""
+    async def prune(self) -> tuple[int, bool]:
+        """Delete sent rows older than `keep`, oldest first, in chunks.
+
+        Returns how many were deleted, and whether the pass stopped at
+        MAX_CHUNKS_PER_PASS with rows still being found. Raises the
+        database's errors.
+        """
         deleted = 0
         for _ in range(MAX_CHUNKS_PER_PASS):
             count = await repository.delete_sent_events(
@@ -63,8 +67,8 @@ class OutboxPruner:
             )
             deleted += count
             if count == 0:
-                break
-        return deleted
+                return deleted, False
+        return deleted, True
 
     async def run(self) -> None:
         """Prune at once and then every `interval` seconds until `stop()`;
@@ -72,7 +76,7 @@ class OutboxPruner:
         while not self._stopping.is_set():
             pause = self.interval
             try:
-                deleted = await self.prune()
+                deleted, more = await self.prune()
             except _ERRORS as exc:
                 logger.warning(
                     "pruning the outbox failed, retrying in %.0f s",
@@ -80,7 +84,7 @@ class OutboxPruner:
                     extra={"event": "outbox_prune_failed", "error": repr(exc)},
                 )
             else:
-                if deleted >= CHUNK_ROWS * MAX_CHUNKS_PER_PASS:
+                if more:
                     pause = min(pause, CATCH_UP_SECONDS)
                 if deleted:
                     logger.info(

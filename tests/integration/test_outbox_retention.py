@@ -52,9 +52,10 @@ async def test_prune_keeps_unsent_and_young(pool: asyncpg.Pool) -> None:
     unsent = await add_row(pool, None)
     young = [await add_row(pool, 1) for _ in range(2)]
 
-    deleted = await outbox_retention.OutboxPruner(pool, KEEP).prune()
+    deleted, more = await outbox_retention.OutboxPruner(pool, KEEP).prune()
 
     assert deleted == len(old)
+    assert not more
     assert await remaining(pool) == [unsent, *young]
 
 
@@ -72,8 +73,8 @@ async def test_prune_deletes_in_chunks(
     first = await pruner.prune()
     second = await pruner.prune()
 
-    assert first == 4
-    assert second == 1
+    assert first == (4, True)
+    assert second == (1, False)
     assert await remaining(pool) == [young]
 
 
@@ -102,6 +103,56 @@ async def test_pruner_catches_up_soon(
         await asyncio.wait_for(task, 5)
 
     assert left == []
+
+
+async def test_young_first_row_does_not_stall(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row sent late with a low id is in every chunk. The old rows behind
+    it are still deleted, and a full pass still reports rows left over."""
+    monkeypatch.setattr(outbox_retention, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(outbox_retention, "MAX_CHUNKS_PER_PASS", 2)
+    young = await add_row(pool, 1)
+    for _ in range(4):
+        await add_row(pool, 40)
+    pruner = outbox_retention.OutboxPruner(pool, KEEP)
+
+    first = await pruner.prune()
+    second = await pruner.prune()
+    third = await pruner.prune()
+
+    assert first == (2, True)
+    assert second == (2, True)
+    assert third == (0, False)
+    assert await remaining(pool) == [young]
+
+
+async def test_row_marked_unsent_meanwhile_kept(pool: asyncpg.Pool) -> None:
+    """A row set back to unsent while the delete waits for its lock is kept."""
+    row = await add_row(pool, 40)
+    async with pool.acquire() as other, other.transaction():
+        await other.execute(
+            "UPDATE ticket.outbox SET sent_at = NULL WHERE id = $1", row
+        )
+        pruning = asyncio.create_task(outbox_retention.OutboxPruner(pool, KEEP).prune())
+        await wait_for_lock_wait(pool)
+    deleted, _ = await asyncio.wait_for(pruning, 5)
+
+    assert deleted == 0
+    assert await remaining(pool) == [row]
+
+
+async def wait_for_lock_wait(pool: asyncpg.Pool) -> None:
+    """Wait until some backend waits for a row lock (bounded by count)."""
+    for _ in range(500):
+        waiting = await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail("no backend waited for a lock")
 
 
 async def test_pruner_logs_and_stops(
@@ -146,5 +197,6 @@ async def test_pruner_survives_database_down(
 def test_keep_days_setting() -> None:
     assert config.from_env({}).outbox_keep_days == 30.0
     assert config.from_env({"TICKET_OUTBOX_KEEP_DAYS": "0"}).outbox_keep_days == 0.0
-    with pytest.raises(SettingsError, match="TICKET_OUTBOX_KEEP_DAYS"):
-        config.from_env({"TICKET_OUTBOX_KEEP_DAYS": "-1"})
+    for bad in ("-1", "nan", "inf", "1e10"):
+        with pytest.raises(SettingsError, match="TICKET_OUTBOX_KEEP_DAYS"):
+            config.from_env({"TICKET_OUTBOX_KEEP_DAYS": bad})
