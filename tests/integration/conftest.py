@@ -10,6 +10,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from services.ticket import repository
+from shared.database import create_pool, migrate
 from shared.embedded import EmbeddedNats
 
 
@@ -33,3 +35,14 @@ async def own_database(database_url: str) -> AsyncIterator[str]:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture
+async def ticket_pool(own_database: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on a new database with the ticket schema."""
+    pool = await create_pool(own_database, "ticket-test", max_size=10)
+    try:
+        await migrate(pool, repository.SCHEMA, "services.ticket")
+        yield pool
+    finally:
+        await pool.close()

@@ -7,27 +7,20 @@ import asyncio
 import datetime as dt
 import logging
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
-from services.ticket import config, outbox_retention, repository
-from shared.database import create_pool, migrate
+from services.ticket import config, outbox_retention
+from shared.database import create_pool
 from shared.settings import SettingsError
 
 KEEP = dt.timedelta(days=30)
 
 
 @pytest.fixture
-async def pool(own_database: str) -> AsyncIterator[asyncpg.Pool]:
-    """A pool on a new database with the ticket schema."""
-    pool = await create_pool(own_database, "ticket-test", max_size=4)
-    try:
-        await migrate(pool, repository.SCHEMA, "services.ticket")
-        yield pool
-    finally:
-        await pool.close()
+async def pool(ticket_pool: asyncpg.Pool) -> asyncpg.Pool:
+    return ticket_pool
 
 
 async def add_row(pool: asyncpg.Pool, sent_days_ago: float | None) -> int:
@@ -155,6 +148,18 @@ async def wait_for_lock_wait(pool: asyncpg.Pool) -> None:
     pytest.fail("no backend waited for a lock")
 
 
+async def run_for(pruner: outbox_retention.OutboxPruner, seconds: float) -> None:
+    """Run the pruner's loop for `seconds`, then stop it and wait for the end."""
+    task = asyncio.create_task(pruner.run())
+    await asyncio.sleep(seconds)
+    pruner.stop()
+    await asyncio.wait_for(task, 5)
+
+
+def logged(caplog: pytest.LogCaptureFixture, event: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "event", "") == event]
+
+
 async def test_pruner_logs_and_stops(
     pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -162,12 +167,9 @@ async def test_pruner_logs_and_stops(
     pruner = outbox_retention.OutboxPruner(pool, KEEP, interval=0.05)
 
     with caplog.at_level(logging.INFO, logger=outbox_retention.__name__):
-        task = asyncio.create_task(pruner.run())
-        await asyncio.sleep(0.3)
-        pruner.stop()
-        await asyncio.wait_for(task, 5)
+        await run_for(pruner, 0.3)
 
-    pruned = [r for r in caplog.records if getattr(r, "event", "") == "outbox_pruned"]
+    pruned = logged(caplog, "outbox_pruned")
     assert len(pruned) == 1
     assert getattr(pruned[0], "count", None) == 1
     assert await remaining(pool) == []
@@ -183,14 +185,9 @@ async def test_pruner_survives_database_down(
     pruner = outbox_retention.OutboxPruner(pool, KEEP, interval=0.05)
 
     with caplog.at_level(logging.WARNING, logger=outbox_retention.__name__):
-        task = asyncio.create_task(pruner.run())
-        await asyncio.sleep(0.2)
-        pruner.stop()
-        await asyncio.wait_for(task, 5)
+        await run_for(pruner, 0.2)
 
-    failed = [
-        r for r in caplog.records if getattr(r, "event", "") == "outbox_prune_failed"
-    ]
+    failed = logged(caplog, "outbox_prune_failed")
     assert len(failed) >= 2
 
 

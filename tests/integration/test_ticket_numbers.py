@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import uuid
 import zoneinfo
-from collections.abc import AsyncIterator
 
 import asyncpg
 import msgspec
@@ -14,20 +13,13 @@ import pytest
 
 from services.ticket import lifecycle, repository
 from shared import events, reference
-from shared.database import create_pool, migrate
 
 UTC = zoneinfo.ZoneInfo("UTC")
 
 
 @pytest.fixture
-async def pool(own_database: str) -> AsyncIterator[asyncpg.Pool]:
-    """A pool on a new database with the ticket schema."""
-    pool = await create_pool(own_database, "ticket-test", max_size=10)
-    try:
-        await migrate(pool, repository.SCHEMA, "services.ticket")
-        yield pool
-    finally:
-        await pool.close()
+async def pool(ticket_pool: asyncpg.Pool) -> asyncpg.Pool:
+    return ticket_pool
 
 
 def submission(

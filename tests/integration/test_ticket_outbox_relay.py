@@ -12,9 +12,8 @@ import pytest
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from services.ticket import config, outbox, repository
+from services.ticket import config, outbox
 from shared import streams, subjects
-from shared.database import create_pool, migrate
 from shared.embedded import EmbeddedNats
 
 TENANT = "00000000-0000-4000-8000-00000000a11e"
@@ -29,14 +28,8 @@ async def nc(own_nats: EmbeddedNats) -> AsyncIterator[Client]:
 
 
 @pytest.fixture
-async def pool(own_database: str) -> AsyncIterator[asyncpg.Pool]:
-    """A pool on a new database with the ticket schema."""
-    pool = await create_pool(own_database, "ticket-test", max_size=4)
-    try:
-        await migrate(pool, repository.SCHEMA, "services.ticket")
-        yield pool
-    finally:
-        await pool.close()
+async def pool(ticket_pool: asyncpg.Pool) -> asyncpg.Pool:
+    return ticket_pool
 
 
 def relay(pool: asyncpg.Pool, nc: Client) -> outbox.OutboxRelay:
