@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import nats
+from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 
 BENCH_TABLE = (
@@ -77,7 +78,7 @@ async def nats_request_reply(
     responder = await nats.connect(nats_url)
     requester = await nats.connect(nats_url)
 
-    async def respond(msg: nats.aio.msg.Msg) -> None:
+    async def respond(msg: Msg) -> None:
         await msg.respond(b'{"found":true}')
 
     await responder.subscribe("bench.micro.echo", cb=respond)

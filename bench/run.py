@@ -32,7 +32,7 @@ import httpx
 import msgspec
 import nats
 
-from bench import durability, micro, profile, report, wrk
+from bench import durability, micro, people, profile, report, wrk
 from bench.system import System, free_port, rss_mb
 from services.gateway import form_token, submission
 from shared import messages, subjects
@@ -49,7 +49,20 @@ FORM_VALUES = {
 
 POST_KIND = "linkdesk POST form"
 
-PARTS = ("get", "post", "stored", "body", "profile", "micro", "baselines", "backlog")
+PEOPLE_CLIENTS = 32
+"""Concurrent connections of the steps with many people."""
+
+PARTS = (
+    "get",
+    "post",
+    "stored",
+    "people",
+    "body",
+    "profile",
+    "micro",
+    "baselines",
+    "backlog",
+)
 """The parts of a run, in the order they run; `--only` picks some of them."""
 
 
@@ -69,6 +82,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=20_000,
         help="submissions published while the ticket service is stopped "
         "(default 20000)",
+    )
+    parser.add_argument(
+        "--people",
+        type=int,
+        default=20_000,
+        help="people added for the steps with many people (default 20000), "
+        "enough that each is opened about once per step",
     )
     parser.add_argument(
         "--output",
@@ -101,7 +121,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"--only: unknown part {', '.join(unknown)}; choose from {PARTS}")
     if args.smoke:
-        args.seconds, args.clients, args.backlog = 1.0, [1, 2], 50
+        args.seconds, args.clients, args.backlog, args.people = 1.0, [1, 2], 50, 200
         args.no_profile = args.no_granian = True
     return args
 
@@ -534,6 +554,8 @@ def run_parts(
             accepted_to_stored(system, max(1.0, peak / 2), args.seconds)
         )
         print(f"accepted to stored: {results['accepted_to_stored']}", flush=True)
+    if "people" in selected:
+        product += many_people_steps(system, args, work)
     if "body" in selected:
         results["large_body"] = large_body(system)
         print(f"20 MB body: {results['large_body']}", flush=True)
@@ -546,6 +568,52 @@ def run_parts(
     if "backlog" in selected:
         results["backlog"] = asyncio.run(backlog_drain(system, args.backlog))
         print(f"backlog: {results['backlog']}", flush=True)
+
+
+def many_people_steps(
+    system: System, args: argparse.Namespace, work: Path
+) -> list[dict[str, object]]:
+    """Open links and post forms of many different people at 32 clients.
+
+    Each link is opened about once, so every person's lookup misses the
+    gateway's cache and goes to the personnel service (the tenant's secret
+    is the same for all and stays cached). The forms then come from the
+    same people, whose lookups the cache holds only in part because it
+    keeps 10,000 entries. Each person also has rate-limit counters of
+    their own.
+    """
+    clients = 2 if args.smoke else PEOPLE_CLIENTS
+    added = people.add_people(system, args.people)
+    paths = work / "people-links.txt"
+    people.write_link_paths(system, added, paths)
+    rows = [
+        load_step(
+            system,
+            people.GET_KIND,
+            system.stack.url("gateway"),
+            "get_paths.lua",
+            clients,
+            args.seconds,
+            {"BENCH_PATH_FILE": str(paths)},
+        )
+    ]
+    rows[0]["links"] = len(added)
+    rows[0]["links_reused"] = int(rows[0]["requests"]) > len(added)  # type: ignore[call-overload]
+    bodies = work / "forms-people.txt"
+    people.write_form_bodies(system, added, FORM_VALUES, bodies)
+    post = load_step(
+        system,
+        people.POST_KIND,
+        f"{system.stack.url('gateway')}/public/tickets",
+        "post_forms.lua",
+        clients,
+        args.seconds,
+        {"BENCH_BODY_FILE": str(bodies)},
+    )
+    post["forms"] = len(added)
+    post["forms_reused"] = int(post["requests"]) > len(added)  # type: ignore[call-overload]
+    rows.append(post)
+    return rows
 
 
 def micro_baselines(

@@ -34,6 +34,7 @@ class System:
     form_key: bytes = field(init=False)
     link: str = ""
     admin_token: str = ""
+    demo_data: demo.DemoData = field(init=False)
     helpers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(self) -> None:
@@ -56,14 +57,16 @@ class System:
             },
         )
         self.stack.start()
-        data = demo.ensure_demo(
+        self.demo_data = demo.ensure_demo(
             self.data_dir / "demo.json",
             self.stack.url("tenant"),
             self.stack.url("personnel"),
             self.admin_token,
         )
         self.link = links.build_link(
-            self.stack.url("gateway"), data.secret, data.personnel_number
+            self.stack.url("gateway"),
+            self.demo_data.secret,
+            self.demo_data.personnel_number,
         )
 
     def fetch_form_token(self) -> str:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
+import msgspec
 from litestar import Response
 from litestar.enums import MediaType
 
@@ -60,8 +64,23 @@ def frame_headers(frame_ancestors: Sequence[str]) -> dict[str, str]:
 RETRY_AFTER_SECONDS = 10
 
 FRESH_FORM_PAGES = 256
-"""Empty form pages kept rendered, the least recently used dropped first:
-at about 10 KB each, a few MB at most."""
+"""Empty form pages kept rendered, one per tenant, language and link
+presets, the least recently used dropped first: at about 10 KB each, a few
+MB at most."""
+
+
+@dataclass(frozen=True)
+class _FormSlots:
+    """An empty form page split where the reporter and the token go: between
+    `parts[i]` and `parts[i + 1]` goes the value named `names[i]`."""
+
+    parts: list[bytes]
+    names: list[str]
+
+
+def _escaped(value: str) -> bytes:
+    """Return `value` escaped as the templates' autoescape escapes it."""
+    return str(markupsafe.escape(value)).encode("utf-8")
 
 
 def human_size(size: int) -> str:
@@ -83,12 +102,17 @@ class Pages:
             # changes on every render only costs time.
             auto_reload=False,
         )
-        self._fresh_forms: OrderedDict[tuple[object, ...], tuple[bytes, bytes]] = (
+        self._fresh_forms: OrderedDict[tuple[object, ...], _FormSlots | None] = (
             OrderedDict()
         )
-        # Letters only, so that escaping leaves it as it is; random, so that
-        # no tenant or person name can contain it.
-        self._token_mark = f"FormToken{secrets.token_hex(16)}"
+        # Letters only, so that escaping leaves them as they are; random, so
+        # that no tenant or person name can contain them.
+        mark = secrets.token_hex(16)
+        self._marks = {
+            "form_token": f"FormToken{mark}",
+            "person_name": f"PersonName{mark}",
+            "personnel_number": f"PersonnelNumber{mark}",
+        }
         # Rendered once so that every invalid link gets the same bytes,
         # whatever the reason and whatever the request's language.
         self.not_found_body = self._render("not_found.html", static_url=STATIC_URL)
@@ -182,30 +206,55 @@ class Pages:
         )
 
     def _fresh_form_body(self, context: FormContext, form_token: str) -> bytes:
-        """Return an empty form from the page around the token, rendered once
-        per reporter and language, because rendering took most of the time of
-        opening a link."""
+        """Return an empty form from the page rendered once per tenant,
+        language and link presets, with the reporter and the token put in.
+
+        Rendering took most of the time of opening a link, and a large tenant
+        has many more reporters than the cache could hold pages for.
+        """
         key = (
             context.language,
             context.tenant_name,
-            context.person_name,
-            context.personnel_number,
             tuple(context.categories),
             context.preset_location,
             context.preset_category,
         )
-        halves = self._fresh_forms.get(key)
-        if halves is None:
-            page = self._form_body(context, self._token_mark)
-            before, mark, after = page.partition(self._token_mark.encode())
-            if not mark or self._token_mark.encode() in after:
-                return self._form_body(context, form_token)
-            halves = self._fresh_forms[key] = (before, after)
+        if key in self._fresh_forms:
+            self._fresh_forms.move_to_end(key)
+            slots = self._fresh_forms[key]
+        else:
+            slots = self._form_slots(context)
+            self._fresh_forms[key] = slots
             while len(self._fresh_forms) > FRESH_FORM_PAGES:
                 self._fresh_forms.popitem(last=False)
-        else:
-            self._fresh_forms.move_to_end(key)
-        return halves[0] + form_token.encode("ascii") + halves[1]
+        if slots is None:
+            return self._form_body(context, form_token)
+        values = {
+            "form_token": form_token.encode("ascii"),
+            "person_name": _escaped(context.person_name),
+            "personnel_number": _escaped(context.personnel_number),
+        }
+        parts = [slots.parts[0]]
+        for name, part in zip(slots.names, slots.parts[1:], strict=True):
+            parts += (values[name], part)
+        return b"".join(parts)
+
+    def _form_slots(self, context: FormContext) -> _FormSlots | None:
+        """Render the empty form with marks for the reporter and the token and
+        split it there; None when a mark is not in the page exactly once,
+        because the template then does more with the value than print it."""
+        marked = msgspec.structs.replace(
+            context,
+            person_name=self._marks["person_name"],
+            personnel_number=self._marks["personnel_number"],
+        )
+        page = self._form_body(marked, self._marks["form_token"])
+        by_mark = {mark.encode(): name for name, mark in self._marks.items()}
+        pieces = re.split(b"(" + b"|".join(map(re.escape, by_mark)) + b")", page)
+        names = [by_mark[mark] for mark in pieces[1::2]]
+        if sorted(names) != sorted(self._marks):
+            return None
+        return _FormSlots(parts=pieces[0::2], names=names)
 
     def confirmation(
         self, language: str, reference: str, frame_ancestors: Sequence[str] = ()

@@ -1,9 +1,12 @@
 """Unit tests for the gateway's form pages: an empty form comes from the
-page rendered once per reporter, and equals a full render byte for byte."""
+page rendered once per tenant and language, with the reporter and the token
+put in, and equals a full render byte for byte."""
 
 from __future__ import annotations
 
+import jinja2
 import msgspec
+import pytest
 
 from services.gateway import pages as pages_module
 from services.gateway import submission
@@ -55,7 +58,54 @@ def test_filled_form_not_taken_from_cache() -> None:
 def test_page_cache_bounded() -> None:
     pages = Pages()
     for index in range(pages_module.FRESH_FORM_PAGES + 10):
-        context = msgspec.structs.replace(CONTEXT, personnel_number=str(index))
+        context = msgspec.structs.replace(CONTEXT, tenant_name=f"Heim {index}")
         pages.form(context, "abc.def")
 
     assert len(pages._fresh_forms) == pages_module.FRESH_FORM_PAGES
+
+
+def test_reporters_share_tenant_page() -> None:
+    pages = Pages()
+    for index in range(1000):
+        context = msgspec.structs.replace(
+            CONTEXT, personnel_number=f"{index:06d}", person_name=f"Person {index}"
+        )
+        pages.form(context, "abc.def")
+
+    assert len(pages._fresh_forms) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "number"),
+    [
+        ("<script>alert(1)</script>", "0&1"),
+        ('Anne "Nan" O\'Neil', "<b>"),
+        ("Zoë Ærø — 山田", "ÄÖÜ-42"),
+        ("{{ 7*7 }} %s {}", "\\x00"),
+    ],
+)
+def test_reporter_escaped_as_full_render(name: str, number: str) -> None:
+    pages = Pages()
+    pages.form(CONTEXT, "abc.def")
+    context = msgspec.structs.replace(
+        CONTEXT, person_name=name, personnel_number=number
+    )
+
+    body = pages.form(context, "abc.def").content
+
+    assert body == pages._form_body(context, "abc.def")
+
+
+def test_template_printing_twice_rendered_fully() -> None:
+    """A template that prints the reporter twice cannot be filled by slots, so
+    every form is rendered in full and still comes out right."""
+    pages = Pages()
+    pages.env.loader = jinja2.DictLoader(
+        {"form.html": "<p>{{ person_name }} {{ person_name }} {{ form_token }}</p>"}
+    )
+    pages.env.cache = None
+
+    body = pages.form(CONTEXT, "abc.def").content
+
+    assert body == "<p>Jörg Bäcker Jörg Bäcker abc.def</p>".encode()
+    assert list(pages._fresh_forms.values()) == [None]

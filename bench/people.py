@@ -1,0 +1,76 @@
+"""Many people in the benchmark's tenant, so that links and forms miss the
+gateway's lookup cache as they would in a large tenant."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import msgspec
+
+from bench.system import System
+from linkdesk import links
+from services.gateway import form_token
+
+GET_KIND = "linkdesk GET link, many people"
+POST_KIND = "linkdesk POST form, many people"
+
+
+@dataclass(frozen=True)
+class Person:
+    number: str
+    name: str
+
+
+def add_people(system: System, count: int) -> list[Person]:
+    """Import `count` people into the tenant of the benchmark's link with the
+    personnel service's CSV import, and return them."""
+    people = [Person(f"B{index:06d}", f"Person {index}") for index in range(count)]
+    body = "Personalnummer;Name\n" + "".join(
+        f"{person.number};{person.name}\n" for person in people
+    )
+    response = httpx.post(
+        f"{system.stack.url('personnel')}/admin/tenants/"
+        f"{system.demo_data.tenant_id}/people/import",
+        content=body.encode(),
+        headers={
+            "Authorization": f"Bearer {system.admin_token}",
+            "Content-Type": "text/csv",
+        },
+        timeout=120,
+    )
+    response.raise_for_status()
+    return people
+
+
+def write_link_paths(system: System, people: list[Person], path: Path) -> None:
+    """Write the link of each person, path and query only, one per line."""
+    path.write_text(
+        "".join(
+            links.build_link("", system.demo_data.secret, person.number) + "\n"
+            for person in people
+        )
+    )
+
+
+def write_form_bodies(
+    system: System, people: list[Person], values: dict[str, str], path: Path
+) -> None:
+    """Write one form body per person, each signed as the gateway signs the
+    form it renders for that person, one per line."""
+    context = form_token.verify(system.form_key, system.fetch_form_token())
+    lines = []
+    for person in people:
+        fresh = msgspec.structs.replace(
+            context,
+            personnel_number=person.number,
+            person_name=person.name,
+            submission_id=str(uuid.uuid4()),
+        )
+        token = form_token.sign(system.form_key, fresh)
+        fields = {"form_token": token, "category": context.categories[0], **values}
+        lines.append(urlencode(fields) + "\n")
+    path.write_text("".join(lines))
