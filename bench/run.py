@@ -538,7 +538,7 @@ def run_parts(
                 )
             )
     # The first step's forms are prepared for this rate, twice over. Too low
-    # a guess reuses forms, and the gateway answers those as repeats, which
+    # a guess reuses forms, and the gateway treats those as repeats, which
     # skips the publish and inflates the step's rate.
     expected = 2_000.0
     if "post" in selected:

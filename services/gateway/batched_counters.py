@@ -48,9 +48,14 @@ FLUSH_AFTER_INCREMENTS = 100
 ends."""
 
 MAX_COUNTERS = 10_000
-"""Keys kept in memory. Keys with nothing to write go first. Only when
-every key has a sum waiting (the bucket was unreachable for a long time)
-does the oldest sum get dropped, and that is logged."""
+"""Keys kept in memory. When they are all taken, keys with nothing to write
+are dropped until a tenth of the room is free again, so that the search for
+them is rare. Only when every key has a sum waiting (the bucket was
+unreachable for a long time) does the oldest sum get dropped, and that is
+logged."""
+
+FORGET_INTERVAL_SECONDS = 1.0
+"""Shortest time between two searches for keys whose window is over."""
 
 MAX_KEYS_PER_ROUND = 64
 """Keys written concurrently by the background task."""
@@ -144,6 +149,10 @@ class BatchedCounters:
         self.flush_after = flush_after
         self.clock = clock
         self._counters: dict[str, _Counter] = {}
+        self._waiting_keys: dict[str, None] = {}
+        """Every key with increments to write, and maybe some without, so
+        that the background task looks only at these."""
+        self._next_forget = -math.inf
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._writer_prefix = uuid.uuid4().hex[:12]
@@ -157,6 +166,7 @@ class BatchedCounters:
         """Count one increment of `key`; the background task writes it."""
         counter = self._counter(key, expires_at)
         counter.pending += 1
+        self._waiting_keys[key] = None
         if self._closed:
             return
         if self._task is None or self._task.done():
@@ -184,7 +194,11 @@ class BatchedCounters:
 
     def pending_total(self) -> int:
         """Return the increments not yet written, over all keys."""
-        return sum(_unwritten(counter) for counter in self._counters.values())
+        return sum(
+            _unwritten(counter)
+            for counter in map(self._counters.get, self._waiting_keys)
+            if counter is not None
+        )
 
     async def flush(self, max_rounds: int = 10) -> None:
         """Write every waiting increment now, in at most `max_rounds` rounds.
@@ -300,6 +314,7 @@ class BatchedCounters:
             return
         counter.learn(entry.count if entry else 0, revision, started)
         counter.pending += write.amount
+        self._waiting_keys[key] = None
         if revision != write.based_on:
             self._warn(
                 "rate_limit_write_uncertain",
@@ -319,12 +334,24 @@ class BatchedCounters:
             or now - counter.last_flush >= self.flush_interval
         )
 
+    def _due_keys(self, now: float) -> list[str]:
+        """Return the keys due for a write, and forget the keys that turned
+        out to have nothing to write."""
+        due = []
+        for key in list(self._waiting_keys):
+            counter = self._counters.get(key)
+            if counter is None or not _waiting(counter):
+                del self._waiting_keys[key]
+            elif self._is_due(counter, now):
+                due.append(key)
+        return due
+
     def _next_due(self, now: float) -> float | None:
         """Return the seconds until the next key is due, None when none waits."""
         waits = [
             max(counter.retry_at, counter.last_flush + self.flush_interval) - now
-            for counter in self._counters.values()
-            if _waiting(counter)
+            for counter in map(self._counters.get, self._waiting_keys)
+            if counter is not None and _waiting(counter)
         ]
         return max(0.0, min(waits)) if waits else None
 
@@ -332,13 +359,15 @@ class BatchedCounters:
         """Write due keys until nothing waits any more, then end."""
         while not self._closed:
             now = time.monotonic()
-            due = [k for k, c in self._counters.items() if self._is_due(c, now)]
+            due = self._due_keys(now)
             if due:
                 await asyncio.gather(
                     *(self._flush_key(key) for key in due[:MAX_KEYS_PER_ROUND])
                 )
                 continue
-            self._forget_expired()
+            if now >= self._next_forget:
+                self._next_forget = now + FORGET_INTERVAL_SECONDS
+                self._forget_expired()
             wait = self._next_due(now)
             if wait is None:
                 return
@@ -376,7 +405,7 @@ class BatchedCounters:
             for key, counter in self._counters.items()
             if not _waiting(counter) and not counter.lock.locked()
         ]
-        for key in idle[: max(0, len(self._counters) - MAX_COUNTERS + 1)]:
+        for key in idle[: max(0, len(self._counters) - MAX_COUNTERS * 9 // 10)]:
             del self._counters[key]
         while len(self._counters) >= MAX_COUNTERS:
             key = next(iter(self._counters))

@@ -20,7 +20,7 @@ import pytest
 from nats.aio.client import Client
 from prometheus_client import CollectorRegistry
 
-from services.gateway import form_ledger
+from services.gateway import batched_counters, form_ledger
 from services.gateway.batched_counters import BatchedCounters
 from services.gateway.rate_limit import (
     RateLimiter,
@@ -522,3 +522,46 @@ async def test_ledger_keeps_first_record(nc: Client, bucket: str) -> None:
 )
 def test_client_network(host: str | None, network: str) -> None:
     assert client_network(host) == network
+
+
+async def test_counts_of_many_people_written(nc: Client, bucket: str) -> None:
+    """Counts of more people than the background task writes in one round
+    all reach the bucket, without a flush from outside."""
+    clock = Clock()
+    state = CountingState(nc, bucket)
+    counters = BatchedCounters(state, flush_interval=0.01, clock=clock)
+    keys = [f"person.{index}" for index in range(300)]
+
+    for key in keys:
+        counters.add(key, clock() + 3600)
+    for _ in range(500):
+        if counters.pending_total() == 0:
+            break
+        await asyncio.sleep(0.01)
+    await counters.close(timeout=2.0)
+
+    assert counters.pending_total() == 0
+    assert state.writes == len(keys)
+    for key in keys[:: len(keys) // 10]:
+        assert await counters.value(key, clock() + 3600) == 1
+
+
+async def test_full_counters_free_a_tenth(
+    nc: Client, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys with nothing to write are dropped in bulk once the room is full,
+    so the search for them runs once per tenth of the room."""
+    monkeypatch.setattr(batched_counters, "MAX_COUNTERS", 50)
+    clock = Clock()
+    counters = BatchedCounters(
+        SharedState(nc, bucket, ttl_seconds=7200, timeout=2.0), clock=clock
+    )
+    sizes = []
+
+    for index in range(120):
+        await counters.value(f"person.{index}", clock() + 3600)
+        sizes.append(len(counters._counters))
+
+    assert max(sizes) == 50
+    assert sizes[50] == 46
+    await counters.close(timeout=2.0)
