@@ -96,6 +96,16 @@ def test_reporter_escaped_as_full_render(name: str, number: str) -> None:
     assert body == pages._form_body(context, "abc.def")
 
 
+def test_token_escaped_as_full_render() -> None:
+    """Tokens from the signer need no escaping, but the page must not depend
+    on that."""
+    pages = Pages()
+
+    body = pages.form(CONTEXT, 'a"b<c>&d.é').content
+
+    assert body == pages._form_body(CONTEXT, 'a"b<c>&d.é')
+
+
 def test_template_printing_twice_rendered_fully() -> None:
     """A template that prints the reporter twice cannot be filled by slots, so
     every form is rendered in full and still comes out right."""
