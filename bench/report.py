@@ -257,8 +257,9 @@ def write(results: dict[str, Any], output: Path) -> None:
         f"{', '.join(map(str, args['clients']))}, backlog {args['backlog']:,}"
         + (" (smoke mode)" if args.get("smoke") else ""),
         "- The gateway's submission limits were set to 10^9 per window, so the "
-        "limit checks and counters run on every post without blocking. All "
-        "forms belong to one person of one tenant.",
+        "limit checks and counters run on every post without blocking. The "
+        "forms belong to one person of one tenant, except in the steps with "
+        "many people.",
         "",
         "## Targets",
         "",

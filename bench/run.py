@@ -86,9 +86,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--people",
         type=int,
-        default=20_000,
-        help="people added for the steps with many people (default 20000), "
-        "enough that each is opened about once per step",
+        default=40_000,
+        help="people added for the steps with many people (default 40000), "
+        "enough that each is opened at most once per step",
     )
     parser.add_argument(
         "--output",
