@@ -575,7 +575,7 @@ def many_people_steps(
 ) -> list[dict[str, object]]:
     """Open links and post forms of many different people at 32 clients.
 
-    Each link is opened about once, so every person's lookup misses the
+    Each link is opened at most once, so every person's lookup misses the
     gateway's cache and goes to the personnel service (the tenant's secret
     is the same for all and stays cached). The forms then come from the
     same people, whose lookups the cache holds only in part because it
