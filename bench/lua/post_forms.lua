@@ -1,27 +1,14 @@
 -- POST one prepared form body per request, in order, from $BENCH_BODY_FILE
--- (one urlencoded body per line). Thread n of m takes lines n, n+m, ...,
--- so no two threads send the same form. A thread that runs out of lines
--- starts again from its first, which the gateway answers as a repeated
--- post; bench/wrk.py compares the request count with the line count.
+-- (one urlencoded body per line). Each thread takes its own lines
+-- (thread_lines.lua), so no two threads send the same form. A thread that
+-- runs out of lines starts again from its first, which the gateway treats
+-- as a repeated post; bench/run.py compares the request count with the
+-- line count.
 dofile(os.getenv("BENCH_LUA_DIR") .. "/report.lua")
-
-local threads_started = 0
-
-function setup(thread)
-   thread:set("thread_index", threads_started)
-   threads_started = threads_started + 1
-   thread:set("thread_count", tonumber(os.getenv("BENCH_THREADS")))
-end
+dofile(os.getenv("BENCH_LUA_DIR") .. "/thread_lines.lua")
 
 function init(args)
-   bodies = {}
-   local line_number = 0
-   for line in io.lines(os.getenv("BENCH_BODY_FILE")) do
-      if line_number % thread_count == thread_index then
-         bodies[#bodies + 1] = line
-      end
-      line_number = line_number + 1
-   end
+   bodies = thread_lines(os.getenv("BENCH_BODY_FILE"))
    next_body = 1
    wrk.method = "POST"
    wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
