@@ -106,14 +106,11 @@ def _ratio_table(results: dict[str, Any], clients: list[int]) -> list[str]:
 def _memory_table(results: dict[str, Any]) -> list[str]:
     names = list((results.get("rss_idle") or {}).keys())
     lines = [
-        "| process | idle MB | max during load MB | end MB |",
+        "| process | idle MB | max after a linkdesk load step MB | end MB |",
         "| --- | ---: | ---: | ---: |",
     ]
     for name in names:
-        seen = [
-            row["rss_after"].get(name)
-            for row in results.get("product", []) + results.get("baselines", [])
-        ]
+        seen = [row["rss_after"].get(name) for row in results.get("product", [])]
         seen = [value for value in seen if value is not None]
         lines.append(
             f"| {name} | {_fmt(results['rss_idle'].get(name))}"
@@ -152,7 +149,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     )
     rows.append(
         (
-            "stretch: POST rate >= 40% of bare Litestar POST",
+            "stretch: POST rate >= 40% of bare Litestar POST (uvicorn httptools)",
             f"{post_peak / bare_post:.0%}" if bare_post else "n/a",
             verdict(post_peak >= 0.4 * bare_post if bare_post else None),
         )
@@ -260,6 +257,12 @@ def write(results: dict[str, Any], output: Path) -> None:
         "limit checks and counters run on every post without blocking. The "
         "forms belong to one person of one tenant, except in the steps with "
         "many people.",
+        "- Baselines (`bench/apps.py`): a bare Litestar GET and POST of a small "
+        "msgspec struct, and the minimal chain. The chain's GET and POST make "
+        "two NATS requests each, and its POST also publishes to JetStream. "
+        "`bench/chain_worker.py` answers the requests and stores what is "
+        "published with asyncpg, 64 per transaction. None of it runs "
+        "linkdesk's logic.",
         "",
         "## Targets",
         "",
@@ -324,7 +327,8 @@ def write(results: dict[str, Any], output: Path) -> None:
             "## 20 MB body",
             "",
             f"Response: {large['status']}. Gateway RSS {_fmt(large['rss_before'])} MB "
-            f"before, {_fmt(large['rss_after'])} MB after.",
+            f"before, {_fmt(large['rss_after'])} MB after "
+            f"({large['rss_after'] - large['rss_before']:+.1f} MB).",
             "",
         ]
     lines += ["## Resident memory (VmRSS)", "", *_memory_table(results), ""]
@@ -335,7 +339,9 @@ def write(results: dict[str, Any], output: Path) -> None:
             "",
             f"{profile['samples']} samples at 200 Hz, idle time excluded; "
             f"{profile['rate_during_profile']:.0f} posts/s while sampled. "
-            "Share of samples with the function on the stack:",
+            "Share of samples with the function on the stack; the outer "
+            "frames (uvicorn's protocol, the middlewares) wrap all the request "
+            "work below them, so their shares are not costs of their own:",
             "",
             "| function | inclusive |",
             "| --- | ---: |",

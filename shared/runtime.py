@@ -16,7 +16,7 @@ from litestar import Litestar
 
 from shared import logs
 from shared.httptools_protocol import LimitedHttpToolsProtocol
-from shared.settings import env_str
+from shared.settings import env_trusted_proxies
 
 logger = logging.getLogger(__name__)
 
@@ -88,10 +88,10 @@ def serve(service: str, app: Litestar, host: str, port: int) -> None:
         h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
         lifespan="on",
         timeout_graceful_shutdown=10,
-        # Read here rather than left to uvicorn, so that the setting is one of
-        # ours: documented, checked against the deployment, and the same in
-        # every uvicorn release.
-        forwarded_allow_ips=env_str("FORWARDED_ALLOW_IPS", "127.0.0.1,::1"),
+        # Read here rather than left to uvicorn, so that a mistyped entry
+        # stops the start, and the default is the same in every uvicorn
+        # release.
+        forwarded_allow_ips=env_trusted_proxies("FORWARDED_ALLOW_IPS", "127.0.0.1,::1"),
     )
     _Server(config, service).run()
 

@@ -6,6 +6,7 @@ can fix a deployment from the first log line.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Mapping
@@ -71,6 +72,26 @@ def env_float(
         msg = f"{name} must be at most {maximum}, got {value}"
         raise SettingsError(msg)
     return value
+
+
+def env_trusted_proxies(
+    name: str, default: str, environ: Mapping[str, str] | None = None
+) -> str:
+    """Return the variable `name`: comma-separated IP addresses or networks
+    of the proxies whose `X-Forwarded-For` is trusted, or `*` for any."""
+    raw = env_str(name, default, environ)
+    for entry in (part.strip() for part in raw.split(",")):
+        if not entry or entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            msg = (
+                f"{name} must list IP addresses or networks, such as 172.30.99.1 "
+                f"or 10.0.0.0/8, or *, got {entry!r}"
+            )
+            raise SettingsError(msg) from None
+    return raw
 
 
 def env_switch(

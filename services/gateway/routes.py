@@ -245,7 +245,8 @@ def _confirmation_redirect(
     return Response(
         content=b"",
         status_code=303,
-        media_type="text/plain; charset=utf-8",
+        # Litestar adds "; charset=utf-8" to every text/ type.
+        media_type="text/plain",
         headers={
             "Location": (
                 f"/public/tickets/{reference}?lang={language}&tenant={tenant}"

@@ -93,6 +93,7 @@ def test_every_public_answer_has_headers(
         assert_public_headers(answer, name)
         assert frame_ancestors(answer) == "'none'", name
         assert answer.headers.get("x-frame-options") == "DENY", name
+        assert answer.headers["content-type"].count("charset") == 1, name
 
     stylesheet = gateway.get("/public/static/app.css")
     assert stylesheet.headers.get("x-content-type-options") == "nosniff"

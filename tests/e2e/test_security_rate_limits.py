@@ -3,7 +3,7 @@
 Two extra gateway processes run with small limits and a bucket of their
 own, against the session's NATS and services, so the session's gateway
 (with limits too high to reach) is not affected. Client addresses come from
-`X-Forwarded-For`, which uvicorn trusts from 127.0.0.1 by default, so each
+`X-Forwarded-For`, which the gateway trusts from 127.0.0.1 by default, so each
 test acts as clients of its own.
 """
 

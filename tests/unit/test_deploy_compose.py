@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import importlib.resources
+import ipaddress
 import json
 import re
 import subprocess
@@ -71,6 +72,12 @@ SHARED_SETTINGS: dict[str, frozenset[str]] = {
 NO_PRODUCTION_DEFAULT = frozenset(
     {"DATABASE_URL", "NATS_URL", "LINKDESK_ADMIN_TOKENS", "GATEWAY_FORM_KEY"}
 )
+# Variables whose compose default differs from the code's on purpose.
+COMPOSE_OWN_DEFAULTS = {
+    # In a container, a proxy on the host connects from the compose network's
+    # gateway address, not from loopback.
+    "FORWARDED_ALLOW_IPS": "172.30.99.1",
+}
 # Secrets that compose must demand with `${NAME:?message}`, so that an empty
 # deploy/.env stops `docker compose up` instead of starting without them.
 REQUIRED_SECRETS = frozenset(
@@ -563,6 +570,9 @@ def test_compose_defaults_match_code() -> None:
             if operator != ":-":
                 continue
             assert argument is not None
+            if setting in COMPOSE_OWN_DEFAULTS:
+                assert argument == COMPOSE_OWN_DEFAULTS[setting]
+                continue
             for path, code_default in reads[setting]:
                 if code_default is NO_DEFAULT:
                     continue
@@ -764,3 +774,13 @@ def test_lock_excludes_test_tools() -> None:
     pins = locked_versions()
     for name in TEST_ONLY_PACKAGES:
         assert name not in pins, f"{name} is a test dependency"
+
+
+def test_trusted_proxy_is_network_gateway() -> None:
+    """The gateway's default trusted proxy is the address Docker forwards a
+    host proxy's connections from: the gateway of the fixed subnet."""
+    [network] = load_compose()["networks"]["default"]["ipam"]["config"]
+    assert network["gateway"] == COMPOSE_OWN_DEFAULTS["FORWARDED_ALLOW_IPS"]
+    assert ipaddress.ip_address(network["gateway"]) in ipaddress.ip_network(
+        network["subnet"]
+    )

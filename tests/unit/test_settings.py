@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.settings import SettingsError, env_float
+from shared.settings import SettingsError, env_float, env_trusted_proxies
 
 
 @pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-inf", "Infinity"])
@@ -32,3 +32,20 @@ def test_float_text_rejected() -> None:
 def test_float_default_and_value() -> None:
     assert env_float("WAIT", 1.5, environ={}) == 1.5
     assert env_float("WAIT", 1.5, environ={"WAIT": " 2.25 "}) == 2.25
+
+
+@pytest.mark.parametrize(
+    "raw", ["127.0.0.1,::1", "172.30.99.1", "10.0.0.0/8, 192.0.2.7", "*"]
+)
+def test_trusted_proxies_accepted(raw: str) -> None:
+    assert env_trusted_proxies("PROXIES", "127.0.0.1", {"PROXIES": raw}) == raw
+
+
+def test_trusted_proxies_default() -> None:
+    assert env_trusted_proxies("PROXIES", "127.0.0.1", {}) == "127.0.0.1"
+
+
+@pytest.mark.parametrize("entry", ["foo", "172.17.0.1/33", "10.0.0.1 ;"])
+def test_trusted_proxies_typo_named(entry: str) -> None:
+    with pytest.raises(SettingsError, match=r"^PROXIES must list IP addresses"):
+        env_trusted_proxies("PROXIES", "127.0.0.1", {"PROXIES": f"127.0.0.1,{entry}"})
