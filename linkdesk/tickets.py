@@ -69,7 +69,10 @@ def _register_ticket(
 
     show = group.add_parser("show", help="show one ticket with its history")
     show.add_argument("tenant_id", help="tenant id (UUID)")
-    show.add_argument("ticket", help="ticket id (42) or number (2026-000042)")
+    show.add_argument(
+        "ticket",
+        help="ticket id (42), number (2026-000042) or reference (T-7KQ2X-M9R4P)",
+    )
     add_common_arguments(show)
     show.set_defaults(handler=_show_ticket)
 
@@ -80,7 +83,10 @@ def _register_ticket(
         "closed; resolved and closed tickets can be reopened to in_progress.",
     )
     status.add_argument("tenant_id", help="tenant id (UUID)")
-    status.add_argument("ticket", help="ticket id (42) or number (2026-000042)")
+    status.add_argument(
+        "ticket",
+        help="ticket id (42), number (2026-000042) or reference (T-7KQ2X-M9R4P)",
+    )
     status.add_argument("status", choices=STATUSES, help="the new status")
     status.add_argument(
         "--comment", default="", help="comment recorded with the change"

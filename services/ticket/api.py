@@ -24,7 +24,10 @@ logger = logging.getLogger(__name__)
 Comment = Annotated[str, msgspec.Meta(max_length=2000)]
 TicketParameter = Annotated[
     str,
-    Parameter(description="ticket id such as 42, or number such as 2026-000042"),
+    Parameter(
+        description="ticket id such as 42, number such as 2026-000042, or the "
+        "reference the reporter was shown, such as T-7KQ2X-M9R4P"
+    ),
 ]
 
 

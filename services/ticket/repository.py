@@ -35,6 +35,8 @@ Connection: TypeAlias = (
 """A connection of its own or one acquired from the pool."""
 
 _NUMBER = re.compile(r"^[0-9]{4}-[0-9]{6,}$")
+_REFERENCE = re.compile(r"^T-[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}$")
+"""The reference a reporter sees after submitting (`shared.reference`)."""
 
 
 class Ticket(msgspec.Struct, frozen=True, kw_only=True):
@@ -597,7 +599,8 @@ async def list_tickets(
 
 
 def _ticket_condition(ticket: str) -> tuple[str, Any]:
-    """Return the SQL condition and value that find a ticket by id or number.
+    """Return the SQL condition and value that find a ticket by id, number or
+    the reference that the reporter was shown.
 
     Raises InvalidTicketReference for anything else.
     """
@@ -605,9 +608,12 @@ def _ticket_condition(ticket: str) -> tuple[str, Any]:
         return "id = $2", int(ticket)
     if _NUMBER.match(ticket):
         return "number = $2", ticket
+    # A reference is read out on the phone, so its case does not matter.
+    if _REFERENCE.match(ticket.upper()):
+        return "reference = $2", ticket.upper()
     msg = (
-        f"invalid ticket {ticket!r}: expected an id such as 42 "
-        "or a number such as 2026-000042"
+        f"invalid ticket {ticket!r}: expected an id such as 42, a number such "
+        "as 2026-000042 or a reference such as T-7KQ2X-M9R4P"
     )
     raise InvalidTicketReference(msg)
 

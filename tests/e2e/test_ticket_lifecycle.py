@@ -240,12 +240,13 @@ async def test_invalid_transition_is_409(
 async def test_other_tenants_ticket_is_404(
     admin: Admin, tenant: TenantFixture, nc: Client
 ) -> None:
-    """Tenant B's path never reaches tenant A's ticket, by id or by number."""
+    """Tenant B's path never reaches tenant A's ticket, by id, number or
+    reference."""
     other = admin.create_tenant()
     submitted = await publish_submission(nc, tenant.id)
     ticket = wait_for_ticket(admin, tenant.id, submitted.data.submission_id)
 
-    for key in (ticket["id"], ticket["number"]):
+    for key in (ticket["id"], ticket["number"], ticket["reference"]):
         shown = admin.tickets.get(f"/admin/tenants/{other['id']}/tickets/{key}")
         changed = status(admin, other["id"], key, "in_progress")
         assert shown.status_code == 404, shown.text
@@ -254,6 +255,26 @@ async def test_other_tenants_ticket_is_404(
 
     unchanged = admin.tickets.get(f"/admin/tenants/{tenant.id}/tickets/{ticket['id']}")
     assert unchanged.json()["ticket"]["status"] == "new"
+
+
+async def test_ticket_found_by_reporter_reference(
+    admin: Admin, tenant: TenantFixture, nc: Client
+) -> None:
+    """Support can find and change a ticket by the reference the reporter
+    reads out, in any case."""
+    submitted = await publish_submission(nc, tenant.id)
+    ticket = wait_for_ticket(admin, tenant.id, submitted.data.submission_id)
+    reference = ticket["reference"]
+
+    shown = admin.tickets.get(f"/admin/tenants/{tenant.id}/tickets/{reference}")
+    lower = admin.tickets.get(f"/admin/tenants/{tenant.id}/tickets/{reference.lower()}")
+    changed = status(admin, tenant.id, reference.lower(), "in_progress")
+
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["ticket"]["id"] == ticket["id"]
+    assert lower.json()["ticket"]["id"] == ticket["id"]
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["ticket"]["status"] == "in_progress"
 
 
 async def test_invalid_ticket_reference_is_400(
