@@ -1,5 +1,5 @@
-"""Many people in the benchmark's tenant, so that links and forms miss the
-gateway's lookup cache as they would in a large tenant."""
+"""Many people in the benchmark's tenant, and many tenants, so that links
+and forms miss the gateway's caches as they would in a large deployment."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from services.gateway import form_token
 
 GET_KIND = "linkdesk GET link, many people"
 POST_KIND = "linkdesk POST form, many people"
+TENANTS_KIND = "linkdesk GET link, many tenants"
 
 
 @dataclass(frozen=True)
@@ -74,3 +75,34 @@ def write_form_bodies(
         fields = {"form_token": token, "category": context.categories[0], **values}
         lines.append(urlencode(fields) + "\n")
     path.write_text("".join(lines))
+
+
+def add_tenants(system: System, count: int) -> list[str]:
+    """Create `count` tenants, each with intake on, a secret and one person,
+    and return the link of each, path and query only."""
+    headers = {"Authorization": f"Bearer {system.admin_token}"}
+    paths = []
+    with (
+        httpx.Client(
+            base_url=system.stack.url("tenant"), headers=headers, timeout=30
+        ) as tenants,
+        httpx.Client(
+            base_url=system.stack.url("personnel"), headers=headers, timeout=30
+        ) as personnel,
+    ):
+        for index in range(count):
+            created = tenants.post(
+                "/admin/tenants",
+                json={"name": f"Heim {index}", "intake_enabled": True},
+            )
+            created.raise_for_status()
+            tenant_id = created.json()["id"]
+            issued = tenants.post(f"/admin/tenants/{tenant_id}/secrets")
+            issued.raise_for_status()
+            person = personnel.post(
+                f"/admin/tenants/{tenant_id}/people",
+                json={"personnel_number": "004711", "name": f"Person {index}"},
+            )
+            person.raise_for_status()
+            paths.append(links.build_link("", issued.json()["secret"], "004711"))
+    return paths

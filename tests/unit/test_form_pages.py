@@ -55,13 +55,19 @@ def test_filled_form_not_taken_from_cache() -> None:
     assert filled.content == pages._form_body(CONTEXT, "abc.def", values, errors)
 
 
-def test_page_cache_bounded() -> None:
+def test_page_cache_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages are dropped, oldest first, once their bytes pass the budget."""
+    page_bytes = len(Pages().form(CONTEXT, "abc.def").content) - len("abc.def")
+    monkeypatch.setattr(pages_module, "FRESH_FORM_BYTES", 10 * page_bytes)
     pages = Pages()
-    for index in range(pages_module.FRESH_FORM_PAGES + 10):
-        context = msgspec.structs.replace(CONTEXT, tenant_name=f"Heim {index}")
+    for index in range(30):
+        context = msgspec.structs.replace(CONTEXT, tenant_name=f"Heim {index:02d}")
         pages.form(context, "abc.def")
 
-    assert len(pages._fresh_forms) == pages_module.FRESH_FORM_PAGES
+    kept = [key[1] for key in pages._fresh_forms]
+    assert 8 <= len(kept) <= 10
+    assert kept == [f"Heim {index:02d}" for index in range(30 - len(kept), 30)]
+    assert pages._fresh_bytes <= pages_module.FRESH_FORM_BYTES
 
 
 def test_reporters_share_tenant_page() -> None:
