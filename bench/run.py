@@ -593,17 +593,7 @@ def many_people_steps(
     added = people.add_people(system, args.people)
     paths = work / "people-links.txt"
     people.write_link_paths(system, added, paths)
-    rows = [
-        load_step(
-            system,
-            people.GET_KIND,
-            system.stack.url("gateway"),
-            "get_paths.lua",
-            clients,
-            args.seconds,
-            {"BENCH_PATH_FILE": str(paths)},
-        )
-    ]
+    rows = [get_paths_step(system, people.GET_KIND, paths, clients, args.seconds)]
     rows[0]["links"] = len(added)
     rows[0]["links_reused"] = int(rows[0]["requests"]) > len(added)  # type: ignore[call-overload]
     bodies = work / "forms-people.txt"
@@ -627,18 +617,27 @@ def many_people_steps(
     tenant_paths.write_text(
         "".join(path + "\n" for path in people.add_tenants(system, args.tenants))
     )
-    tenants = load_step(
-        system,
-        people.TENANTS_KIND,
-        system.stack.url("gateway"),
-        "get_paths.lua",
-        clients,
-        args.seconds,
-        {"BENCH_PATH_FILE": str(tenant_paths)},
+    tenants = get_paths_step(
+        system, people.TENANTS_KIND, tenant_paths, clients, args.seconds
     )
     tenants["tenants"] = args.tenants
     rows.append(tenants)
     return rows
+
+
+def get_paths_step(
+    system: System, kind: str, paths: Path, clients: int, seconds: float
+) -> dict[str, object]:
+    """Open the gateway paths listed in `paths`, one per line, as a load step."""
+    return load_step(
+        system,
+        kind,
+        system.stack.url("gateway"),
+        "get_paths.lua",
+        clients,
+        seconds,
+        {"BENCH_PATH_FILE": str(paths)},
+    )
 
 
 def micro_baselines(
