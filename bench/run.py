@@ -506,8 +506,8 @@ def main(argv: list[str] | None = None) -> int:
         results["rss_end"] = memory(system)
     finally:
         system.stop()
-        # The stores of a backlog run take gigabytes and the prepared forms
-        # a hundred megabytes or more; the logs stay for a look at a failed run.
+        # The stores of a backlog run take gigabytes, and the prepared forms
+        # a hundred megabytes or more. The logs stay for a look at a failed run.
         for store in ("nats", "postgres"):
             shutil.rmtree(work / "data" / store, ignore_errors=True)
         for forms in work.glob("forms-*.txt"):
@@ -582,9 +582,10 @@ def many_people_steps(
 ) -> list[dict[str, object]]:
     """Open links and post forms of many different people at 32 clients.
 
-    Each link is opened at most once, so every person's lookup misses the
-    gateway's cache and goes to the personnel service (the tenant's secret
-    is the same for all and stays cached). The forms then come from the
+    With enough people (`--people`), each link is opened at most once, so
+    every person's lookup misses the gateway's cache and goes to the
+    personnel service; the row says `links_reused` otherwise. The tenant's
+    secret is the same for all and stays cached. The forms then come from the
     same people, whose lookups the cache holds only in part because it
     keeps 10,000 entries. Each person also has rate-limit counters of
     their own.

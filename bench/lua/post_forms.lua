@@ -1,9 +1,9 @@
 -- POST one prepared form body per request, in order, from $BENCH_BODY_FILE
 -- (one urlencoded body per line). Each thread takes its own lines
 -- (thread_lines.lua), so no two threads send the same form. A thread that
--- runs out of lines starts again from its first, which the gateway treats
--- as a repeated post; bench/run.py compares the request count with the
--- line count.
+-- runs out of lines starts again from its first, and the gateway treats
+-- those as repeated posts. bench/run.py compares the request count with
+-- the line count.
 dofile(os.getenv("BENCH_LUA_DIR") .. "/report.lua")
 dofile(os.getenv("BENCH_LUA_DIR") .. "/thread_lines.lua")
 

@@ -36,7 +36,7 @@ Connection: TypeAlias = (
 
 _NUMBER = re.compile(r"^[0-9]{4}-[0-9]{6,}$")
 _REFERENCE = re.compile(r"^T-[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}$")
-"""The reference a reporter sees after submitting (`shared.reference`)."""
+"""The reference a reporter is shown after submitting (`shared.reference`)."""
 
 
 class Ticket(msgspec.Struct, frozen=True, kw_only=True):
@@ -609,8 +609,9 @@ def _ticket_condition(ticket: str) -> tuple[str, Any]:
     if _NUMBER.match(ticket):
         return "number = $2", ticket
     # A reference is read out on the phone, so its case does not matter.
-    if _REFERENCE.match(ticket.upper()):
-        return "reference = $2", ticket.upper()
+    upper = ticket.upper()
+    if _REFERENCE.match(upper):
+        return "reference = $2", upper
     msg = (
         f"invalid ticket {ticket!r}: expected an id such as 42, a number such "
         "as 2026-000042 or a reference such as T-7KQ2X-M9R4P"

@@ -266,12 +266,12 @@ async def test_ticket_found_by_reporter_reference(
     ticket = wait_for_ticket(admin, tenant.id, submitted.data.submission_id)
     reference = ticket["reference"]
 
-    shown = admin.tickets.get(f"/admin/tenants/{tenant.id}/tickets/{reference}")
+    by_reference = admin.tickets.get(f"/admin/tenants/{tenant.id}/tickets/{reference}")
     lower = admin.tickets.get(f"/admin/tenants/{tenant.id}/tickets/{reference.lower()}")
     changed = status(admin, tenant.id, reference.lower(), "in_progress")
 
-    assert shown.status_code == 200, shown.text
-    assert shown.json()["ticket"]["id"] == ticket["id"]
+    assert by_reference.status_code == 200, by_reference.text
+    assert by_reference.json()["ticket"]["id"] == ticket["id"]
     assert lower.json()["ticket"]["id"] == ticket["id"]
     assert changed.status_code == 200, changed.text
     assert changed.json()["ticket"]["status"] == "in_progress"

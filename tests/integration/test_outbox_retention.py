@@ -157,7 +157,9 @@ async def run_for(pruner: outbox_retention.OutboxPruner, seconds: float) -> None
 
 
 def logged(caplog: pytest.LogCaptureFixture, event: str) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if getattr(r, "event", "") == event]
+    return [
+        record for record in caplog.records if getattr(record, "event", "") == event
+    ]
 
 
 async def test_pruner_logs_and_stops(

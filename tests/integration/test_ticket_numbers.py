@@ -195,8 +195,8 @@ async def test_batch_numbers_in_stream_order(pool: asyncpg.Pool) -> None:
 
 
 async def test_batch_returns_the_stored_rows(pool: asyncpg.Pool) -> None:
-    """The tickets a batch returns are built before the insert; they must equal
-    the rows read back, and the `created` events must carry the same values."""
+    """The tickets a batch returns are built before the insert. They must
+    equal the rows read back, and the `created` events carry the same values."""
     tenant = uuid.uuid4()
     batch = [submission(tenant) for _ in range(5)]
 

@@ -64,9 +64,11 @@ def test_page_cache_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         context = msgspec.structs.replace(CONTEXT, tenant_name=f"Heim {index:02d}")
         pages.form(context, "abc.def")
 
-    kept = [key[1] for key in pages._fresh_forms]
-    assert 8 <= len(kept) <= 10
-    assert kept == [f"Heim {index:02d}" for index in range(30 - len(kept), 30)]
+    kept_tenants = [key[1] for key in pages._fresh_forms]
+    assert 8 <= len(kept_tenants) <= 10
+    assert kept_tenants == [
+        f"Heim {index:02d}" for index in range(30 - len(kept_tenants), 30)
+    ]
     assert pages._fresh_bytes <= pages_module.FRESH_FORM_BYTES
 
 
