@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
-import httpx
 import msgspec
 
 from bench.system import System
@@ -33,16 +32,12 @@ def add_people(system: System, count: int) -> list[Person]:
     body = "Personalnummer;Name\n" + "".join(
         f"{person.number};{person.name}\n" for person in people
     )
-    response = httpx.post(
-        f"{system.stack.url('personnel')}/admin/tenants/"
-        f"{system.demo_data.tenant_id}/people/import",
-        content=body.encode(),
-        headers={
-            "Authorization": f"Bearer {system.admin_token}",
-            "Content-Type": "text/csv",
-        },
-        timeout=120,
-    )
+    with system.admin_client("personnel", timeout=120) as personnel:
+        response = personnel.post(
+            f"/admin/tenants/{system.demo_data.tenant_id}/people/import",
+            content=body.encode(),
+            headers={"Content-Type": "text/csv"},
+        )
     response.raise_for_status()
     return people
 
@@ -80,15 +75,10 @@ def write_form_bodies(
 def add_tenants(system: System, count: int) -> list[str]:
     """Create `count` tenants, each with intake on, a secret and one person,
     and return the link of each, path and query only."""
-    headers = {"Authorization": f"Bearer {system.admin_token}"}
     paths = []
     with (
-        httpx.Client(
-            base_url=system.stack.url("tenant"), headers=headers, timeout=30
-        ) as tenants,
-        httpx.Client(
-            base_url=system.stack.url("personnel"), headers=headers, timeout=30
-        ) as personnel,
+        system.admin_client("tenant") as tenants,
+        system.admin_client("personnel") as personnel,
     ):
         for index in range(count):
             created = tenants.post(

@@ -67,9 +67,7 @@ def _load_table(results: dict[str, Any]) -> list[str]:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in results.get("product", []) + results.get("baselines", []):
-        note = " (forms reused)" if row.get("forms_reused") else ""
-        if row.get("links_reused"):
-            note = " (links reused)"
+        note = f" ({row['reused']} reused)" if row.get("reused") else ""
         lines.append(
             f"| {row['kind']}{note} | {row['connections']} | {_fmt(row['rate'], 0)}"
             f" | {_fmt(row['p50_ms'], 2)} | {_fmt(row['p90_ms'], 2)}"

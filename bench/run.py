@@ -198,6 +198,13 @@ def load_step(
     return row
 
 
+def mark_reused(row: dict[str, object], lines: int, what: str) -> None:
+    """Set `reused` to `what` ("forms", "links") when the step sent more
+    requests than its file had lines, so some went out a second time."""
+    if int(row["requests"]) > lines:  # type: ignore[call-overload]
+        row["reused"] = what
+
+
 def post_forms_step(
     system: System, clients: int, seconds: float, expected_rate: float, work: Path
 ) -> dict[str, object]:
@@ -214,7 +221,7 @@ def post_forms_step(
         {"BENCH_BODY_FILE": str(body_file)},
     )
     row["forms"] = count
-    row["forms_reused"] = int(row["requests"]) > count  # type: ignore[call-overload]
+    mark_reused(row, count, "forms")
     return row
 
 
@@ -584,7 +591,7 @@ def many_people_steps(
 
     With enough people (`--people`), each link is opened at most once, so
     every person's lookup misses the gateway's cache and goes to the
-    personnel service; the row says `links_reused` otherwise. The tenant's
+    personnel service; the row says `reused` otherwise. The tenant's
     secret is the same for all and stays cached. The forms then come from the
     same people, whose lookups the cache holds only in part because it
     keeps 10,000 entries. Each person also has rate-limit counters of
@@ -596,7 +603,7 @@ def many_people_steps(
     people.write_link_paths(system, added, paths)
     rows = [get_paths_step(system, people.GET_KIND, paths, clients, args.seconds)]
     rows[0]["links"] = len(added)
-    rows[0]["links_reused"] = int(rows[0]["requests"]) > len(added)  # type: ignore[call-overload]
+    mark_reused(rows[0], len(added), "links")
     bodies = work / "forms-people.txt"
     people.write_form_bodies(system, added, FORM_VALUES, bodies)
     post = load_step(
@@ -609,7 +616,7 @@ def many_people_steps(
         {"BENCH_BODY_FILE": str(bodies)},
     )
     post["forms"] = len(added)
-    post["forms_reused"] = int(post["requests"]) > len(added)  # type: ignore[call-overload]
+    mark_reused(post, len(added), "forms")
     rows.append(post)
 
     # Each tenant's link is opened many times: its lookups stay cached, and

@@ -69,6 +69,14 @@ class System:
             self.demo_data.personnel_number,
         )
 
+    def admin_client(self, service: str, timeout: float = 30) -> httpx.Client:
+        """Return a client of `service`'s admin API with the benchmark's token."""
+        return httpx.Client(
+            base_url=self.stack.url(service),
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+            timeout=timeout,
+        )
+
     def fetch_form_token(self) -> str:
         """Open the link once and return the form token of the rendered form."""
         response = httpx.get(self.link, timeout=10)
