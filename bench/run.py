@@ -514,11 +514,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         system.stop()
         # The stores of a backlog run take gigabytes, and the prepared forms
-        # a hundred megabytes or more. The logs stay for a look at a failed run.
+        # a hundred megabytes or more. The link files carry the benchmark
+        # tenants' secrets. The logs stay for a look at a failed run.
         for store in ("nats", "postgres"):
             shutil.rmtree(work / "data" / store, ignore_errors=True)
-        for forms in work.glob("forms-*.txt"):
-            forms.unlink()
+        for prepared in [*work.glob("forms-*.txt"), *work.glob("*-links.txt")]:
+            prepared.unlink()
         (work / "results.json").write_text(json.dumps(results, indent=2, default=str))
         print(f"bench: raw results in {work / 'results.json'}", flush=True)
     if args.only:
