@@ -78,7 +78,10 @@ def secured_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredNa
     port, monitor_port = free_port(), free_port()
     config = folder / "nats.conf"
     config.write_text(render_example(folder / "jetstream", port, monitor_port))
-    server = SecuredNats(port, secrets.token_urlsafe(16), secrets.token_urlsafe(16))
+    # The example's rule: a password starts with a letter.
+    server = SecuredNats(
+        port, "p" + secrets.token_urlsafe(16), "p" + secrets.token_urlsafe(16)
+    )
     env = {
         "LINKDESK_NATS_SERVICES_PASSWORD": server.services_password,
         "LINKDESK_NATS_SUBSCRIBER_PASSWORD": server.subscriber_password,
@@ -313,3 +316,24 @@ async def test_core_subscription_limited_to_tenant(
 
     assert message.data == b"a"
     assert other.pending_msgs == 0
+
+
+@pytest.mark.parametrize("password", ["-abc", "12345", "true"])
+def test_example_rejects_non_letter_password(tmp_path: Path, password: str) -> None:
+    """The example says a password must start with a letter; nats-server reads
+    anything else as a number or a switch and rejects the file."""
+    config = tmp_path / "nats.conf"
+    config.write_text(render_example(tmp_path / "jetstream", 4222, 8222))
+    check = subprocess.run(
+        [str(nats_server_binary()), "-c", str(config), "-t"],
+        env={
+            "LINKDESK_NATS_SERVICES_PASSWORD": "pServices",
+            "LINKDESK_NATS_SUBSCRIBER_PASSWORD": password,
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+
+    assert check.returncode != 0
