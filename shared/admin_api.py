@@ -1,4 +1,5 @@
-"""Pieces every admin HTTP API shares: errors as JSON and OpenAPI settings."""
+"""Pieces every admin HTTP API shares: errors as JSON, JSON body decoding and
+OpenAPI settings."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from typing import Any, TypeAlias
 
 import asyncpg
 from litestar import Request, Response
+from litestar.exceptions import SerializationException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+
+from shared import json_errors
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +41,63 @@ def log_admin_action(
             **{key: str(value) for key, value in ids.items()},
         },
     )
+
+
+class JsonBodyRequest(Request[Any, Any, Any]):
+    """Request that explains a JSON body that fails to decode: the problem,
+    the field and the fix.
+
+    Litestar decodes a JSON body with msgspec in `Request.json()` and turns a
+    `DecodeError` into a 400 that repeats msgspec's message. Those messages
+    name no field and can be false: a lone surrogate escape is reported as
+    "Input data was truncated". This class keeps msgspec's decoding and
+    explains only a body that fails it. The body is decoded after the
+    route's guards, so only an authorised caller gets this far.
+    """
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except SerializationException as exc:
+            # msgspec's own error is the cause; its type and message tell
+            # explain_decode_error what kind of failure this was.
+            error: BaseException = exc.__cause__ or exc
+        except (UnicodeDecodeError, RecursionError) as exc:
+            # msgspec raises RecursionError for deep nesting, and some
+            # versions UnicodeDecodeError for bytes that are not UTF-8;
+            # Litestar wraps neither.
+            error = exc
+        problem = json_errors.explain_decode_error(await self.body(), error)
+        raise self._invalid_body(problem) from None
+
+    def _invalid_body(self, problem: json_errors.JsonProblem) -> ValidationException:
+        logger.info(
+            "admin request rejected: invalid JSON body: %s",
+            problem.reason,
+            extra={
+                "event": "invalid_json_body",
+                "path": self.url.path,
+                "problem": problem.kind,
+                "json_path": problem.path,
+            },
+        )
+        fix = problem.fix
+        media_type = self.content_type[0]
+        if problem.kind == "not_json" and media_type and not _is_json(media_type):
+            fix += (
+                f", with Content-Type: application/json instead of {media_type[:100]}"
+            )
+        extra = None
+        if problem.path is not None:
+            extra = [{"key": problem.path, "message": problem.reason, "source": "body"}]
+        return ValidationException(
+            detail=f"invalid JSON in the request body: {problem.reason}; {fix}",
+            extra=extra,
+        )
+
+
+def _is_json(media_type: str) -> bool:
+    return media_type == "application/json" or media_type.endswith("+json")
 
 
 def _json_error(status: int, message: str) -> Response[dict[str, object]]:

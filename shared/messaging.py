@@ -13,7 +13,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
 
-from shared import messages, metrics
+from shared import json_errors, messages, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,8 @@ async def _request(
     try:
         return msgspec.json.decode(reply.data, type=reply_type)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise DependencyUnavailable(subject, "bad_reply", str(exc)) from None
+        problem = json_errors.explain_decode_error(reply.data, exc)
+        raise DependencyUnavailable(subject, "bad_reply", problem.message) from None
 
 
 def _observe(nc: Client, subject: str, outcome: str, started: float) -> None:
@@ -182,17 +183,20 @@ def reply_handler(
         try:
             decoded = msgspec.json.decode(req.data, type=request_type)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            problem = json_errors.explain_decode_error(req.data, exc).message
             count(req.subject, "invalid_request")
             logger.warning(
                 "invalid request: %s",
-                exc,
+                problem,
                 extra={
                     "event": "invalid_request",
                     "subject": req.subject,
                     "request_id": request_id,
                 },
             )
-            await req.respond_error("400", f"invalid {request_type.__name__}: {exc}")
+            await req.respond_error(
+                "400", f"invalid {request_type.__name__}: {problem}"
+            )
             return
         try:
             result = await handle(decoded)

@@ -129,6 +129,7 @@ def create_app(spec: ServiceSpec) -> Litestar:
             {"admin_tokens": admin_auth.tokens_from_env(), "metrics": service_metrics}
         ),
         exception_handlers=admin_api.EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        request_class=admin_api.JsonBodyRequest,
         openapi_config=admin_api.openapi_config(
             f"linkdesk {spec.service} admin API", spec.description
         ),

@@ -174,6 +174,21 @@ def _decode(data: bytes, encoding: Encoding) -> str:
                 )
             ]
         )
+    # CSV text has no NUL byte in its first line, but UTF-16 text without a
+    # byte order mark and binary files such as .xlsx workbooks have them.
+    if b"\x00" in data.partition(b"\n")[0]:
+        raise InvalidFile(
+            [
+                Problem(
+                    line=1,
+                    column=None,
+                    message="the first line contains NUL bytes, so the file "
+                    "is not CSV text but UTF-16 text or a spreadsheet such as "
+                    ".xlsx; save it as 'CSV UTF-8 (comma delimited)' or as "
+                    "Windows-1252 CSV",
+                )
+            ]
+        )
     if data.startswith(UTF8_BOM):
         if encoding == "windows-1252":
             raise InvalidFile(
@@ -346,16 +361,27 @@ def _records(
         except StopIteration:
             return
         except csv.Error as exc:
-            problems.add(
-                line,
-                None,
-                f"the line is not valid CSV ({exc}); a field that contains "
-                f'{delimiter!r}, a quote or a line break must be enclosed in "…" '
-                'and each " inside it doubled',
-            )
+            problems.add(line, None, _syntax_message(exc, delimiter))
             return
         yield line, cells
         line = reader.line_num + 1
+
+
+def _syntax_message(exc: csv.Error, delimiter: str) -> str:
+    # In strict mode the csv module reports a quoted field that is still open
+    # at the end of the file as "unexpected end of data". That reads as if
+    # the file were cut off, but the open quote is what needs fixing.
+    if str(exc) == "unexpected end of data":
+        return (
+            'a field in this line opens a quote (") that is never closed, so '
+            "the rest of the file was read as part of that field; close the "
+            'quote, and double each " inside a quoted field'
+        )
+    return (
+        f"the line is not valid CSV ({exc}); a field that contains "
+        f'{delimiter!r}, a quote or a line break must be enclosed in "…" '
+        'and each " inside it doubled'
+    )
 
 
 def _rows(

@@ -35,7 +35,7 @@ from nats.aio.msg import Msg
 from services.ticket import durable, pull, repository
 from services.ticket.config import TicketSettings
 from services.ticket.tenants import TenantDirectory
-from shared import events, messaging, metrics, streams, subjects
+from shared import events, json_errors, messaging, metrics, streams, subjects
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,8 @@ def decode_submission(subject: str, data: bytes) -> events.TicketSubmitted:
     try:
         event = _decoder.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        msg = f"undecodable message: {exc}"
+        problem = json_errors.explain_decode_error(data, exc)
+        msg = f"undecodable message: {problem.message}"
         raise InvalidSubmission(msg) from None
     for field in ("submission_id", "tenant_id"):
         value = getattr(event.data, field)

@@ -91,6 +91,24 @@ def test_utf16_rejected() -> None:
     assert "UTF-16" in problem.message
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        "Personalnummer;Name\n1;Anna\n".encode("utf-16-le"),
+        "Personalnummer;Name\n1;Anna\n".encode("utf-16-be"),
+        b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00\xb5\x91",
+    ],
+    ids=["utf-16-le", "utf-16-be", "xlsx"],
+)
+@pytest.mark.parametrize("encoding", ["utf-8", "windows-1252"])
+def test_not_text_rejected_as_file(data: bytes, encoding: Encoding) -> None:
+    [problem] = problems(data, encoding=encoding)
+    assert problem.line == 1
+    assert problem.column is None
+    assert "not CSV text" in problem.message
+    assert "CSV UTF-8" in problem.message
+
+
 def test_names_normalised_to_nfc() -> None:
     decomposed = "Jo\u0308rg"
     result = parsed(f"Personalnummer;Name\n1;{decomposed}\n".encode())
@@ -158,6 +176,13 @@ def test_unquoted_separator_in_name_rejected() -> None:
 
 def test_unclosed_quote_rejected() -> None:
     [problem] = problems(b'Personalnummer;Name\n1;"Anna\n2;Bea\n')
+    assert problem.line == 2
+    assert "never closed" in problem.message
+    assert "end of data" not in problem.message
+
+
+def test_other_quoting_error_named() -> None:
+    [problem] = problems(b'Personalnummer;Name\n1;"An"na\n')
     assert problem.line == 2
     assert "not valid CSV" in problem.message
 

@@ -61,6 +61,18 @@ def test_wrong_field_type_names_path() -> None:
         decode_submission(SUBJECT, msgspec.json.encode(event))
 
 
+def test_lone_surrogate_names_field() -> None:
+    data = msgspec.json.encode(valid_event()).replace(b'"Drucker"', b'"Dr\\ud800"')
+
+    with pytest.raises(InvalidSubmission) as caught:
+        decode_submission(SUBJECT, data)
+
+    message = str(caught.value)
+    assert message.startswith("undecodable message: ")
+    assert "the string at $.data.subject" in message
+    assert "truncated" not in message
+
+
 def test_truncated_json_is_undecodable() -> None:
     with pytest.raises(InvalidSubmission, match=r"^undecodable message"):
         decode_submission(SUBJECT, msgspec.json.encode(valid_event())[:50])
