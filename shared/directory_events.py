@@ -1,7 +1,8 @@
 """Change events of the tenant and personnel directories, on plain NATS.
 
 The tenant and personnel services publish one small event after each
-committed change, and the gateway drops what it cached for that tenant.
+committed change, and the gateway drops what it cached for that tenant, or
+for that person only when a `PersonChanged` names one.
 Delivery is at most once (core NATS, no JetStream), so a reader must not
 depend on seeing every event: the gateway bounds its cache by a TTL and
 clears it after a reconnect. Events never carry a link secret.
@@ -62,7 +63,12 @@ class PersonChanged(messages.Message, frozen=True, kw_only=True):
     tenant_id: str
     change: PersonChange
     personnel_number: str | None = None
-    """The person's number; unset after an import, which may touch many."""
+    """The person's number; unset after an import, which may touch many.
+
+    With `count` 1, gateways drop the cached lookup of this number only. A
+    change that touches a second number, such as giving a person a new
+    number, must leave it unset or set `count` above 1, so that gateways
+    drop all of the tenant's people."""
     count: int = 1
     """How many people the change touched."""
     changed_at: dt.datetime

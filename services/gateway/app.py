@@ -17,13 +17,13 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from services.gateway import link, rate_limit, routes
 from services.gateway import settings as gateway_settings
 from services.gateway.access import access_middleware
-from services.gateway.directory import (
-    Directory,
+from services.gateway.directory import Directory
+from services.gateway.duplicate_window import DuplicateWindow
+from services.gateway.lookup_cache import (
     LookupCache,
     cache_ttl_from_env,
     subscribe_invalidations,
 )
-from services.gateway.duplicate_window import DuplicateWindow
 from services.gateway.pages import Pages
 from shared import health, lifecycle, messages, metrics, subjects
 

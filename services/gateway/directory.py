@@ -1,56 +1,22 @@
 """Ask the tenant and personnel services whether a link may open a form.
 
-Successful lookups are cached in the process for
-`GATEWAY_CACHE_TTL_SECONDS` (default 30, 0 switches the cache off): those
-of opened links, and those of the submit-time recheck, so that a busy
-gateway posts a form without asking another service. A `TenantChanged` or
-`PersonChanged` event drops every entry of its tenant, so a revoked secret
-or key, a disabled intake or a deactivated person stops opening links and
-posting forms as soon as the event arrives. Events travel on core NATS and
-can be missed, so the TTL bounds how long a missed change can go unseen,
-and a reconnect to NATS clears the whole cache. An entry never outlives
-the secret or key it was checked with. Rejections and failures are never
-cached, and neither are signed-link verifications.
+Successful lookups go through the gateway's `LookupCache`
+(`services/gateway/lookup_cache.py`), which the services' change events
+keep current.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import logging
-import secrets
-import time
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
 from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
+from services.gateway.lookup_cache import FormKey, LookupCache, ResolvedSecret
 from shared import messages, signed_link, subjects
 from shared.messaging import REQUEST_ID_HEADER, DependencyUnavailable, request
-from shared.settings import env_float
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_CACHE_TTL_SECONDS = 30.0
-
-MAX_CACHE_ENTRIES = 10_000
-"""Maximum entries per kind (tenants by secret, people); the oldest go first."""
-
-K = TypeVar("K")
-FormKey = tuple[str, str | None, str | None]
-"""Tenant id, and the secret id or key id that a tenant check named."""
-T = TypeVar("T")
-
-
-def cache_ttl_from_env() -> float:
-    """Return `GATEWAY_CACHE_TTL_SECONDS`: seconds a lookup is kept, 0 for none."""
-    return env_float(
-        "GATEWAY_CACHE_TTL_SECONDS", DEFAULT_CACHE_TTL_SECONDS, minimum=0.0
-    )
 
 
 @dataclass(frozen=True)
@@ -74,172 +40,10 @@ class Reporter:
 
 
 @dataclass(frozen=True)
-class ResolvedSecret:
-    """The tenant that a link secret opens, and the id of that secret."""
-
-    tenant: messages.TenantForm
-    secret_id: str
-
-
-@dataclass(frozen=True)
 class Rejected:
     """The reason a link opens nothing; logged, never shown."""
 
     reason: str
-
-
-@dataclass(frozen=True)
-class _Entry(Generic[T]):
-    value: T
-    tenant_id: str
-    expires: float
-    """Time on the cache's clock (monotonic seconds) when the entry lapses."""
-
-
-class LookupCache:
-    """Successful lookups by secret hash, by (tenant id, personnel number), and
-    by (tenant id, secret id, key id) for the tenant checks of a submit.
-
-    A lookup that was in flight while its tenant's entries were dropped must
-    not store its possibly stale reply. Each caller therefore takes a
-    `snapshot()` before asking a service and passes it to `store_*`, which
-    ignores the reply if the tenant was dropped or the cache cleared since.
-    """
-
-    def __init__(
-        self,
-        ttl: float,
-        *,
-        max_entries: int = MAX_CACHE_ENTRIES,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self.clock = clock
-        # A per-process key: the cache keys match no stored secret hash.
-        self._hash_key = secrets.token_bytes(32)
-        self._tenants: OrderedDict[bytes, _Entry[ResolvedSecret]] = OrderedDict()
-        self._people: OrderedDict[tuple[str, str], _Entry[messages.Person]] = (
-            OrderedDict()
-        )
-        self._forms: OrderedDict[FormKey, _Entry[messages.TenantForm]] = OrderedDict()
-        self._sequence = 0
-        self._dropped_at: dict[str, int] = {}
-        self._cleared_at = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.ttl > 0
-
-    def __len__(self) -> int:
-        return len(self._tenants) + len(self._people) + len(self._forms)
-
-    def secret_key(self, secret: str) -> bytes:
-        """Return the cache key of a secret: a keyed hash, never the secret."""
-        return hashlib.blake2b(
-            secret.encode("utf-8"), key=self._hash_key, digest_size=32
-        ).digest()
-
-    def snapshot(self) -> int:
-        return self._sequence
-
-    def tenant(self, key: bytes) -> ResolvedSecret | None:
-        return self._get(self._tenants, key)
-
-    def person(self, tenant_id: str, number: str) -> messages.Person | None:
-        return self._get(self._people, (tenant_id, number))
-
-    def tenant_form(self, key: FormKey) -> messages.TenantForm | None:
-        return self._get(self._forms, key)
-
-    def store_tenant(
-        self,
-        key: bytes,
-        resolved: ResolvedSecret,
-        snapshot: int,
-        secret_expires_at: dt.datetime | None = None,
-    ) -> None:
-        """Keep a secret's tenant, at most until the secret expires."""
-        tenant_id = resolved.tenant.tenant_id
-        ttl = self._ttl_until(secret_expires_at)
-        self._put(self._tenants, key, resolved, tenant_id, snapshot, ttl)
-
-    def store_tenant_form(
-        self,
-        key: FormKey,
-        form: messages.TenantForm,
-        snapshot: int,
-        credential_expires_at: dt.datetime | None = None,
-    ) -> None:
-        """Keep a tenant check, at most until the secret or key it named expires."""
-        ttl = self._ttl_until(credential_expires_at)
-        self._put(self._forms, key, form, key[0], snapshot, ttl)
-
-    def _ttl_until(self, expires_at: dt.datetime | None) -> float:
-        if expires_at is None:
-            return self.ttl
-        remaining = (expires_at - dt.datetime.now(dt.UTC)).total_seconds()
-        return min(self.ttl, remaining)
-
-    def store_person(
-        self, tenant_id: str, number: str, person: messages.Person, snapshot: int
-    ) -> None:
-        self._put(self._people, (tenant_id, number), person, tenant_id, snapshot, None)
-
-    def drop_tenant(self, tenant_id: str) -> int:
-        """Forget every entry of `tenant_id`; return how many there were."""
-        self._sequence += 1
-        self._dropped_at[tenant_id] = self._sequence
-        return (
-            _drop(self._tenants, tenant_id)
-            + _drop(self._people, tenant_id)
-            + _drop(self._forms, tenant_id)
-        )
-
-    def clear(self) -> None:
-        self._sequence += 1
-        self._cleared_at = self._sequence
-        self._dropped_at.clear()
-        self._tenants.clear()
-        self._people.clear()
-        self._forms.clear()
-
-    def _get(self, entries: OrderedDict[K, _Entry[T]], key: K) -> T | None:
-        entry = entries.get(key)
-        if entry is None:
-            return None
-        if entry.expires <= self.clock():
-            del entries[key]
-            return None
-        return entry.value
-
-    def _put(
-        self,
-        entries: OrderedDict[K, _Entry[T]],
-        key: K,
-        value: T,
-        tenant_id: str,
-        snapshot: int,
-        ttl: float | None,
-    ) -> None:
-        ttl = self.ttl if ttl is None else ttl
-        if ttl <= 0 or self._cleared_at > snapshot:
-            return
-        if self._dropped_at.get(tenant_id, 0) > snapshot:
-            return
-        entries[key] = _Entry(
-            value=value, tenant_id=tenant_id, expires=self.clock() + ttl
-        )
-        entries.move_to_end(key)
-        while len(entries) > self.max_entries:
-            entries.popitem(last=False)
-
-
-def _drop(entries: OrderedDict[K, _Entry[T]], tenant_id: str) -> int:
-    stale = [key for key, entry in entries.items() if entry.tenant_id == tenant_id]
-    for key in stale:
-        del entries[key]
-    return len(stale)
 
 
 class Directory:
@@ -474,7 +278,10 @@ class Directory:
         found = await self._ask_person(tenant_id, personnel_number, request_id)
         if found.person is None:
             return Rejected(found.reason or "unknown_person")
-        if use_cache:
+        # Change events name the stored number, and an entry under another
+        # spelling would survive that person's event. The gateway and the
+        # personnel service trim numbers alike, so this guards against drift.
+        if use_cache and found.person.personnel_number == personnel_number:
             self.cache.store_person(tenant_id, personnel_number, found.person, snapshot)
         return found.person
 
@@ -485,27 +292,3 @@ def _link_expiry(token: signed_link.SignedToken) -> int:
         return signed_link.decode_payload(token.payload).expires_at
     except signed_link.InvalidClaims:
         return 0
-
-
-def _tenant_of(subject: str) -> str:
-    # linkdesk.v1.directory.<kind>.<tenant id>
-    return subject.rsplit(".", 1)[-1]
-
-
-async def subscribe_invalidations(nc: Client, cache: LookupCache) -> Subscription:
-    """Drop a tenant's cache entries on each of its change events."""
-
-    async def on_event(msg: Msg) -> None:
-        tenant_id = _tenant_of(msg.subject)
-        dropped = cache.drop_tenant(tenant_id)
-        logger.debug(
-            "lookup cache entries dropped",
-            extra={
-                "event": "lookup_cache_dropped",
-                "subject": msg.subject,
-                "tenant_id": tenant_id,
-                "entries": dropped,
-            },
-        )
-
-    return await nc.subscribe(subjects.DIRECTORY_EVENTS_WILDCARD, cb=on_event)

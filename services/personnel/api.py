@@ -6,7 +6,8 @@ numbers with `/` (such as `00/47`), which a path segment cannot carry, and
 numbers that equal a fixed path such as `import`.
 
 Each committed change is announced as a `PersonChanged` event, so that
-gateways drop what they cached for the tenant.
+gateways drop what they cached for that person, or for all of the tenant's
+people after an import.
 """
 
 from __future__ import annotations

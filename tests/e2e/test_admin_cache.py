@@ -18,8 +18,11 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from prometheus_client.parser import text_string_to_metric_families
 
-from services.gateway.directory import Directory, LookupCache, Reporter
+from linkdesk.processes import Stack
+from services.gateway.directory import Directory, Reporter
+from services.gateway.lookup_cache import LookupCache
 from shared import directory_events, messages, messaging, subjects
 from shared.embedded import EmbeddedNats
 from tests.helpers import Admin, TenantFixture, open_link
@@ -62,6 +65,34 @@ async def set_name_behind_service(
         )
     finally:
         await connection.close()
+
+
+async def set_tenant_name_behind_service(
+    database_url: str, tenant_id: str, name: str
+) -> None:
+    """Change a tenant's name in PostgreSQL directly, so that no event is
+    published."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            "UPDATE tenant.tenants SET name = $2 WHERE id = $1::uuid", tenant_id, name
+        )
+    finally:
+        await connection.close()
+
+
+def lookups_handled(stack: Stack, service: str, subject: str) -> float:
+    """Return how many requests on `subject` the service has handled, by any
+    outcome, from its `/metrics`."""
+    response = httpx.get(f"{stack.url(service)}/metrics", timeout=10.0)
+    assert response.status_code == 200, response.text[:500]
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "linkdesk_nats_requests_handled_total"
+        and sample.labels.get("subject") == subject
+    )
 
 
 # The gateway of the running stack
@@ -111,8 +142,63 @@ def test_deactivated_person_stops_within_second(
     admin.update_person(tenant.id, "004711", active=False)
     page = page_within(gateway, tenant.link_query(), lambda p: p.status_code == 404)
     assert page.status_code == 404
-    # Dropping the tenant's entries costs the other person nothing.
     assert open_link(gateway, tenant.link_query("004712")).status_code == 200
+
+
+async def test_person_edit_keeps_others_cached(
+    stack: Stack,
+    admin: Admin,
+    gateway: httpx.Client,
+    tenant: TenantFixture,
+    database_url: str,
+) -> None:
+    admin.add_person(tenant.id, "004712", "Anna Muster")
+    assert "Jörg Bäcker" in open_link(gateway, tenant.link_query()).text
+    assert "Anna Muster" in open_link(gateway, tenant.link_query("004712")).text
+    # Only a lookup cached before the edit below still shows the old name.
+    await set_name_behind_service(database_url, tenant.id, "004712", "Anna Neu")
+
+    admin.update_person(tenant.id, "004711", name="Jörg Neu")
+    page = page_within(gateway, tenant.link_query(), lambda p: "Jörg Neu" in p.text)
+    assert "Jörg Neu" in page.text
+
+    before = lookups_handled(stack, "personnel", subjects.PERSONNEL_RESOLVE)
+    other = open_link(gateway, tenant.link_query("004712"))
+    after = lookups_handled(stack, "personnel", subjects.PERSONNEL_RESOLVE)
+    assert other.status_code == 200
+    assert "Anna Muster" in other.text
+    assert after == before
+
+
+async def test_import_keeps_tenant_cached(
+    stack: Stack,
+    admin: Admin,
+    gateway: httpx.Client,
+    tenant: TenantFixture,
+    database_url: str,
+) -> None:
+    first = open_link(gateway, tenant.link_query())
+    assert first.status_code == 200
+    tenant_name = admin.tenants.get(f"/admin/tenants/{tenant.id}").json()["name"]
+    assert tenant_name in first.text
+    await set_tenant_name_behind_service(database_url, tenant.id, "Ohne Ereignis")
+
+    imported = admin.personnel.post(
+        f"/admin/tenants/{tenant.id}/people/import",
+        content="Personalnummer;Name\n004711;Jörg Importiert\n".encode(),
+    )
+    assert imported.status_code == 200, imported.text
+    assert imported.json()["counts"]["updated"] == 1
+
+    before = lookups_handled(stack, "tenant", subjects.TENANT_RESOLVE_SECRET)
+    page = page_within(
+        gateway, tenant.link_query(), lambda p: "Jörg Importiert" in p.text
+    )
+    after = lookups_handled(stack, "tenant", subjects.TENANT_RESOLVE_SECRET)
+    assert "Jörg Importiert" in page.text
+    assert tenant_name in page.text
+    assert "Ohne Ereignis" not in page.text
+    assert after == before
 
 
 def test_reactivated_person_opens_again(

@@ -232,12 +232,12 @@ def test_personnel_down_cached_form_accepted(
     assert ticket["subject"] == TYPED_FIELDS["subject"]
 
 
-async def drop_cached_people(
+async def drop_cached_person(
     gateway: httpx.Client, tenant: TenantFixture, nats_url: str
 ) -> None:
-    """Send the change event that the personnel service sends after a change,
-    and wait until the gateway has dropped the tenant's cached lookups: a
-    link of the tenant then needs the (stopped) personnel service."""
+    """Send the event that the personnel service sends after the tenant's
+    person changed, and wait until the gateway has dropped that person's
+    cached lookup. Their link then needs the (stopped) personnel service."""
     nc = await nats.connect(nats_url)
     try:
         await directory_events.publish(
@@ -253,7 +253,7 @@ async def drop_cached_people(
         await nc.close()
     deadline = time.monotonic() + 5
     while open_link(gateway, tenant.link_query()).status_code != 503:
-        assert time.monotonic() < deadline, "the gateway kept its cached lookups"
+        assert time.monotonic() < deadline, "the gateway kept the cached person"
         await asyncio.sleep(0.05)
 
 
@@ -264,12 +264,12 @@ async def test_personnel_down_post_keeps_typed_values(
     tenant: TenantFixture,
     nats_url: str,
 ) -> None:
-    """A form posted while personnel is down and the gateway has nothing
-    cached for the tenant comes back 503 with its values."""
+    """A form posted while personnel is down and the gateway has not cached
+    its person comes back 503 with its values."""
     page = open_link(gateway, tenant.link_query())
     assert page.status_code == 200
     running_stack.services["personnel"].stop()
-    await drop_cached_people(gateway, tenant, nats_url)
+    await drop_cached_person(gateway, tenant, nats_url)
     log = gateway_log(running_stack)
 
     started = time.monotonic()
