@@ -20,6 +20,9 @@ from pathlib import Path
 from bench import micro
 from shared.embedded import LOOPBACK, free_port, nats_server_binary
 
+STORE_FOLDER = "nats-sync-always"
+"""Folder in the run's working folder of this baseline's nats-server."""
+
 CONFIG = """\
 listen: {host}:{port}
 http: {host}:{monitor}
@@ -47,7 +50,7 @@ def _wait_healthy(monitor: int, deadline: float) -> None:
 def sync_always_rates(work: Path, count: int, max_seconds: float) -> list[micro.Rate]:
     """Return JetStream publish rates at 1 and 64 in flight with every write
     synced to disk."""
-    folder = work / "nats-sync-always"
+    folder = work / STORE_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     port, monitor = free_port(), free_port()
     config = folder / "server.conf"

@@ -3,20 +3,18 @@ and forms miss the gateway's caches as they would in a large deployment."""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlencode
 
-import msgspec
-
+from bench import forms
 from bench.system import System
 from linkdesk import links
 from services.gateway import form_token
 
 GET_KIND = "linkdesk GET link, many people"
 POST_KIND = "linkdesk POST form, many people"
-TENANTS_KIND = "linkdesk GET link, many tenants"
+TENANTS_GET_KIND = "linkdesk GET link, many tenants"
+TENANTS_POST_KIND = "linkdesk POST form, many tenants"
 
 
 @dataclass(frozen=True)
@@ -52,24 +50,48 @@ def write_link_paths(system: System, people: list[Person], path: Path) -> None:
     )
 
 
-def write_form_bodies(
-    system: System, people: list[Person], values: dict[str, str], path: Path
-) -> None:
+def write_form_bodies(system: System, people: list[Person], path: Path) -> None:
     """Write one form body per person, each signed as the gateway signs the
     form it renders for that person, one per line."""
     context = form_token.verify(system.form_key, system.fetch_form_token())
-    lines = []
-    for person in people:
-        fresh = msgspec.structs.replace(
-            context,
-            personnel_number=person.number,
-            person_name=person.name,
-            submission_id=str(uuid.uuid4()),
+    path.write_text(
+        "".join(
+            forms.form_body(
+                system.form_key,
+                context,
+                personnel_number=person.number,
+                person_name=person.name,
+            )
+            + "\n"
+            for person in people
         )
-        token = form_token.sign(system.form_key, fresh)
-        fields = {"form_token": token, "category": context.categories[0], **values}
-        lines.append(urlencode(fields) + "\n")
-    path.write_text("".join(lines))
+    )
+
+
+def write_tenant_form_bodies(
+    system: System, paths: list[str], per_tenant: int, path: Path
+) -> None:
+    """Write `per_tenant` form bodies for each tenant's link, one per line,
+    with the tenants in rotation.
+
+    Each link is opened once, and its bodies are signed from the form that
+    the gateway rendered for it, so every post carries its own tenant, person
+    and secret id, and the gateway checks them again when it is posted.
+    """
+    contexts = [
+        form_token.verify(
+            system.form_key,
+            system.fetch_form_token(system.stack.url("gateway") + link_path),
+        )
+        for link_path in paths
+    ]
+    path.write_text(
+        "".join(
+            forms.form_body(system.form_key, context) + "\n"
+            for _ in range(per_tenant)
+            for context in contexts
+        )
+    )
 
 
 def add_tenants(system: System, count: int) -> list[str]:

