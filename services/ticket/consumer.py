@@ -347,20 +347,14 @@ class SubmissionConsumer:
 
         The others are left for redelivery (tenant service unreachable) or
         count as failed (unknown tenant). The tenant service is asked once
-        per tenant of the batch, and not at all for tenants found before.
+        per tenant of the batch, all at once, and not at all for tenants
+        found before.
         """
         if self.tenants is None:
             return deliveries, True
-        known: dict[str, bool] = {}
-        unavailable: messaging.DependencyUnavailable | None = None
-        for tenant_id in dict.fromkeys(d.data.tenant_id for d in deliveries):
-            try:
-                known[tenant_id] = await self.tenants.exists(tenant_id)
-            except messaging.DependencyUnavailable as exc:
-                # Asking about the other tenants would wait for the same
-                # timeout, so their messages are left for redelivery too.
-                unavailable = exc
-                break
+        known, unavailable = await self.tenants.check(
+            delivery.data.tenant_id for delivery in deliveries
+        )
         checked: list[_Delivery] = []
         for delivery in deliveries:
             tenant_id = delivery.data.tenant_id

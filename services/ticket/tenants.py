@@ -7,6 +7,9 @@ remembered for the life of the process and asked about only once.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
+
 from nats.aio.client import Client
 
 from shared import messages, messaging, subjects
@@ -37,3 +40,32 @@ class TenantDirectory:
             return False
         self._known.add(tenant_id)
         return True
+
+    async def check(
+        self, tenant_ids: Iterable[str]
+    ) -> tuple[dict[str, bool], messaging.DependencyUnavailable | None]:
+        """Ask about every tenant not yet known at once; return whether each
+        tenant that got an answer exists, and the error of one that did not.
+
+        After a restart, a batch of submissions from many tenants would
+        otherwise wait for one round trip per tenant, one after the other.
+        """
+        known: dict[str, bool] = {}
+        ask: list[str] = []
+        for tenant_id in dict.fromkeys(tenant_ids):
+            if tenant_id in self._known:
+                known[tenant_id] = True
+            else:
+                ask.append(tenant_id)
+        answers = await asyncio.gather(
+            *(self.exists(tenant_id) for tenant_id in ask), return_exceptions=True
+        )
+        unavailable: messaging.DependencyUnavailable | None = None
+        for tenant_id, answer in zip(ask, answers, strict=True):
+            if isinstance(answer, messaging.DependencyUnavailable):
+                unavailable = answer
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                known[tenant_id] = answer
+        return known, unavailable
