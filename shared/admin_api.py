@@ -13,7 +13,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from shared import json_errors
+from shared import json_errors, validation_errors
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +147,7 @@ EXCEPTION_HANDLERS = {
     asyncpg.DataError: unstorable_value_handler,
     OverflowError: unstorable_value_handler,
     RecursionError: unstorable_value_handler,
+    ValidationException: validation_errors.validation_error_handler,
     500: internal_error_handler,
 }
 
