@@ -17,7 +17,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from linkdesk import schemas
 from linkdesk.api_client import CommandError
-from shared import settings, subjects
+from shared import json_errors, settings, subjects
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
@@ -212,9 +212,10 @@ async def follow(
 def _print_event(subject: str, data: bytes, sequence: int) -> None:
     try:
         event = msgspec.json.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except json_errors.UNDECODABLE as exc:
+        problem = json_errors.explain_decode_error(data, exc)
         print(
-            f"skipped undecodable message {sequence} on {subject}: {exc}",
+            f"skipped undecodable message {sequence} on {subject}: {problem.message}",
             file=sys.stderr,
         )
         return

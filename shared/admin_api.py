@@ -3,6 +3,7 @@ OpenAPI settings."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, TypeAlias
 
@@ -43,6 +44,10 @@ def log_admin_action(
     )
 
 
+_EXPLAIN_IN_THREAD_BYTES = 64 * 1024
+"""Bodies above this size are explained in a worker thread."""
+
+
 class JsonBodyRequest(Request[Any, Any, Any]):
     """Request that explains a JSON body that fails to decode: the problem,
     the field and the fix.
@@ -67,7 +72,16 @@ class JsonBodyRequest(Request[Any, Any, Any]):
             # versions UnicodeDecodeError for bytes that are not UTF-8;
             # Litestar wraps neither.
             error = exc
-        problem = json_errors.explain_decode_error(await self.body(), error)
+        body = await self.body()
+        if len(body) > _EXPLAIN_IN_THREAD_BYTES:
+            # The explanation walks the whole document in Python, about
+            # 0.7 s per MB, which would stall the other requests and the
+            # service's NATS handlers on this event loop.
+            problem = await asyncio.to_thread(
+                json_errors.explain_decode_error, body, error
+            )
+        else:
+            problem = json_errors.explain_decode_error(body, error)
         raise self._invalid_body(problem) from None
 
     def _invalid_body(self, problem: json_errors.JsonProblem) -> ValidationException:

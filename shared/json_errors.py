@@ -42,6 +42,15 @@ ProblemKind = Literal[
     "other",
 ]
 
+UNDECODABLE: tuple[type[Exception], ...] = (
+    msgspec.DecodeError,
+    UnicodeDecodeError,
+    RecursionError,
+)
+"""What msgspec raises for bytes that do not decode. Some versions raise
+UnicodeDecodeError for bytes that are not UTF-8, and every version raises
+RecursionError for deep nesting, even inside a field that it skips."""
+
 MAX_KEY_CHARACTERS = 64
 """Maximum length of a key shown in a path; longer keys are cut to it and
 end in `...`. Paths are ASCII, with other characters as JSON escapes,
@@ -428,19 +437,37 @@ def _parse_int(literal: str) -> int | _HugeInteger:
         return _HugeInteger(len(literal.lstrip("-")))
 
 
+_PathNode = tuple["_PathNode | None", "str | int"] | None
+"""A value's place as its parent's node and its own key or index; None is
+the top level. `_path_of` formats it as a JSON path."""
+
+
+def _path_of(node: _PathNode) -> str:
+    parts: list[str | int] = []
+    while node is not None:
+        node, part = node
+        parts.append(part)
+    parts.reverse()
+    return json_path(parts)
+
+
 def _first_invalid_value(document: object) -> JsonProblem | None:
     """Return the first key or value, in document order, that msgspec rejects
     but `json` accepted, or None."""
     # Depth-first with an explicit stack, because the document may nest as
-    # deeply as `json` allows, close to Python's recursion limit.
-    pending: list[tuple[str, object, bool]] = [("$", document, False)]
+    # deeply as `json` allows, close to Python's recursion limit. Each value
+    # keeps a link to its parent's node, and only the value found gets its
+    # path formatted. A path for every value would cost the depth times the
+    # number of values, gigabytes for a deep document of a few 100 kB.
+    pending: list[tuple[_PathNode, object, bool]] = [(None, document, False)]
     while pending:
-        path, value, is_key = pending.pop()
+        node, value, is_key = pending.pop()
         if isinstance(value, str):
             surrogate = _SURROGATE.search(value)
             if surrogate:
-                return _lone_surrogate(path, surrogate.group(), in_key=is_key)
+                return _lone_surrogate(_path_of(node), surrogate.group(), in_key=is_key)
         elif isinstance(value, _NonFinite):
+            path = _path_of(node)
             return JsonProblem(
                 kind="non_finite_number",
                 reason=f"the value at {path} is {value.name}, which JSON does "
@@ -449,6 +476,7 @@ def _first_invalid_value(document: object) -> JsonProblem | None:
                 path=path,
             )
         elif isinstance(value, _HugeInteger):
+            path = _path_of(node)
             return JsonProblem(
                 kind="number_out_of_range",
                 reason=f"the integer at {path} has {value.digits} digits, too "
@@ -457,6 +485,7 @@ def _first_invalid_value(document: object) -> JsonProblem | None:
                 path=path,
             )
         elif isinstance(value, float) and math.isinf(value):
+            path = _path_of(node)
             return JsonProblem(
                 kind="number_out_of_range",
                 reason=f"the number at {path} is beyond the range of a 64-bit "
@@ -466,11 +495,11 @@ def _first_invalid_value(document: object) -> JsonProblem | None:
             )
         elif isinstance(value, _Object):
             for key, member in reversed(value):
-                pending.append((_child(path, key), member, False))
-                pending.append((path, key, True))
+                pending.append(((node, key), member, False))
+                pending.append((node, key, True))
         elif isinstance(value, list):
             pending.extend(
-                (_child(path, index), item, False)
+                ((node, index), item, False)
                 for index, item in reversed(list(enumerate(value)))
             )
     return None

@@ -140,7 +140,7 @@ async def _request(
         raise DependencyUnavailable(subject, "error_reply", detail)
     try:
         return msgspec.json.decode(reply.data, type=reply_type)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except json_errors.UNDECODABLE as exc:
         problem = json_errors.explain_decode_error(reply.data, exc)
         raise DependencyUnavailable(subject, "bad_reply", problem.message) from None
 
@@ -182,7 +182,7 @@ def reply_handler(
         started = time.perf_counter()
         try:
             decoded = msgspec.json.decode(req.data, type=request_type)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        except json_errors.UNDECODABLE as exc:
             problem = json_errors.explain_decode_error(req.data, exc).message
             count(req.subject, "invalid_request")
             logger.warning(

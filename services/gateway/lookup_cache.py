@@ -37,7 +37,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from shared import directory_events, messages, subjects
+from shared import directory_events, json_errors, messages, subjects
 from shared.settings import env_float
 
 logger = logging.getLogger(__name__)
@@ -350,7 +350,7 @@ def drop_for_event(
         return "tenant", cache.drop_tenant(tenant_id)
     try:
         event = _PERSON_CHANGED.decode(payload)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except json_errors.UNDECODABLE as exc:
         # A change kind that this gateway does not know fails to decode too,
         # and it may concern more than the number it names.
         logger.warning(

@@ -39,6 +39,8 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StreamConfig
 from nats.js.kv import KeyValue
 
+from shared import json_errors
+
 logger = logging.getLogger(__name__)
 
 BUCKET_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -83,7 +85,7 @@ def _decode(data: bytes | None, kind: type[T]) -> T | None:
         return None
     try:
         return msgspec.json.decode(data, type=kind)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except json_errors.UNDECODABLE:
         return None
 
 

@@ -54,15 +54,10 @@ class InvalidSubmission(ValueError):
 
 
 def decode_submission(subject: str, data: bytes) -> events.TicketSubmitted:
-    """Decode and check a message; raise InvalidSubmission naming the problem.
-
-    Some msgspec versions raise UnicodeDecodeError rather than DecodeError for
-    bytes that are not UTF-8 (0.23 raises DecodeError), so both count as
-    undecodable.
-    """
+    """Decode and check a message; raise InvalidSubmission naming the problem."""
     try:
         event = _decoder.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except json_errors.UNDECODABLE as exc:
         problem = json_errors.explain_decode_error(data, exc)
         msg = f"undecodable message: {problem.message}"
         raise InvalidSubmission(msg) from None

@@ -245,3 +245,19 @@ async def test_resolve_request_with_surrogate_names_field(
     assert error.startswith("invalid ResolvePerson: ")
     assert "the string at $.personnel_number" in error
     assert "truncated" not in error
+
+
+async def test_deeply_nested_request_gets_400(
+    nc: Client, tenant: TenantFixture
+) -> None:
+    # msgspec skips the unknown field, but raises RecursionError while doing so.
+    nested = b"[" * 5000 + b"]" * 5000
+    data = f'{{"tenant_id": "{tenant.id}", "later": '.encode() + nested + b"}"
+
+    reply = await nc.request(subjects.TENANT_GET, data, timeout=5)
+
+    assert reply.headers is not None
+    assert reply.headers[ERROR_CODE_HEADER] == "400"
+    error = reply.headers[ERROR_HEADER]
+    assert error.startswith("invalid GetTenant: ")
+    assert "too deeply" in error

@@ -106,3 +106,25 @@ async def test_answers_are_kept_when_the_service_stops_answering(
 
     assert known == {TENANTS[0]: True}
     assert isinstance(unavailable, messaging.DependencyUnavailable)
+
+
+async def test_silent_tenant_keeps_other_replies(nc: Client) -> None:
+    service = GatedTenantService(expected=1)
+    silent = TENANTS[1]
+
+    async def on_request(msg: Msg) -> None:
+        request = msgspec.json.decode(msg.data, type=messages.GetTenant)
+        if request.tenant_id != silent:
+            await service.on_request(msg)
+
+    await nc.subscribe(subjects.TENANT_GET, cb=on_request)
+    directory = TenantDirectory(nc, timeout=1.0)
+
+    known, unavailable = await directory.check(TENANTS)
+
+    assert isinstance(unavailable, messaging.DependencyUnavailable)
+    assert unavailable.reason == "timeout"
+    assert silent not in known
+    assert known == {
+        tenant_id: tenant_id != UNKNOWN for tenant_id in TENANTS if tenant_id != silent
+    }

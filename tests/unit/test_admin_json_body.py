@@ -120,3 +120,13 @@ def test_wrong_type_is_a_validation_error(client: TestClient[Litestar]) -> None:
     assert answer["detail"] == (
         "Validation failed for POST /people: name: Expected `str`, got `int`"
     )
+
+
+def test_large_body_is_explained_in_full(client: TestClient[Litestar]) -> None:
+    filler = ",".join(f'"n{index}": {index}' for index in range(20_000))
+    body = f'{{{filler}, "name": "J\\ud800rg"}}'.encode()
+    assert len(body) > 200_000
+
+    answer = post_body(client, body)
+
+    assert "the string at $.name contains \\ud800" in str(answer["detail"])

@@ -8,7 +8,7 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from linkdesk.api_client import CommandError
-from linkdesk.events import parse_since, tail_subject
+from linkdesk.events import _print_event, parse_since, tail_subject
 from services.ticket import durable
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -97,3 +97,23 @@ def test_consumer_differences_split_by_kind() -> None:
     assert [d.setting for d in updated] == ["ack_wait", "max_deliver"]
     assert [d.setting for d in fixed] == ["filter_subject", "deliver_policy"]
     assert str(updated[0]) == "ack_wait is 60.0, expected 30.0"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b'{"subject": "J\\ud800rg"}', "the string at $.subject contains \\ud800"),
+        (b'{"later": ' + b"[" * 5_000 + b"]" * 5_000 + b"}", "nests"),
+    ],
+    ids=["lone-surrogate", "deep-nesting"],
+)
+def test_undecodable_event_is_explained_and_skipped(
+    capsys: pytest.CaptureFixture[str], data: bytes, expected: str
+) -> None:
+    _print_event("tickets.v1.t.created", data, 7)
+
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "skipped undecodable message 7 on tickets.v1.t.created" in captured.err
+    assert expected in captured.err
+    assert "truncated" not in captured.err

@@ -78,6 +78,18 @@ def test_truncated_json_is_undecodable() -> None:
         decode_submission(SUBJECT, msgspec.json.encode(valid_event())[:50])
 
 
+def test_deep_unknown_field_is_undecodable() -> None:
+    # msgspec skips unknown fields but raises RecursionError for deep nesting.
+    data = msgspec.json.encode(valid_event()).replace(
+        b"{", b'{"later":' + b"[" * 5000 + b"]" * 5000 + b",", 1
+    )
+
+    with pytest.raises(InvalidSubmission) as caught:
+        decode_submission(SUBJECT, data)
+
+    assert "too deeply" in str(caught.value)
+
+
 @pytest.mark.parametrize("field", ["submission_id", "tenant_id"])
 def test_id_that_is_no_uuid_is_invalid(field: str) -> None:
     event = valid_event()

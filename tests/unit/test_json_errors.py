@@ -10,6 +10,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from shared import json_errors
 from shared.json_errors import (
     MAX_KEY_CHARACTERS,
     JsonProblem,
@@ -345,6 +346,34 @@ def test_deep_nesting_named() -> None:
     problem = explain(b"[" * 100_000)
 
     assert problem.kind == "too_deep"
+
+
+def test_deep_wide_document_formats_one_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 100 levels of 64-character keys above 20,000 array elements, with the
+    # lone surrogate last. A path formatted for every element would take
+    # about 130 MB here, and gigabytes for a body of a few 100 kB.
+    key = b'"' + b"k" * 64 + b'"'
+    elements = b",".join([b"0"] * 20_000)
+    data = b"{" + key + b":"
+    data = data * 100 + b"[" + elements + b',"\\ud800"]' + b"}" * 100
+    formatted: list[list[str | int]] = []
+    original = json_errors.json_path
+
+    def counting_json_path(parts: list[str | int]) -> str:
+        formatted.append(parts)
+        return original(parts)
+
+    monkeypatch.setattr(json_errors, "json_path", counting_json_path)
+
+    problem = explain(data)
+
+    assert problem.kind == "lone_surrogate"
+    assert problem.path is not None
+    assert problem.path.endswith("[20000]")
+    assert problem.path.count(".") == 100
+    assert len(formatted) == 1
 
 
 # --- typed decoding ----------------------------------------------------------

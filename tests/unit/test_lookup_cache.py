@@ -457,6 +457,18 @@ def test_undecodable_person_event_drops_tenant() -> None:
     assert drop_for_event(cache, subject, b"\xff not json") == ("tenant", 3)
 
 
+def test_deeply_nested_person_event_drops_tenant() -> None:
+    # msgspec raises RecursionError, not DecodeError, for deep nesting even
+    # in a field that it skips.
+    cache = LookupCache(30)
+    fill(cache, TENANT_A, "004711")
+    subject = subjects.person_changed(TENANT_A)
+    payload = person_event(TENANT_A, "004711").replace(
+        b"{", b'{"added_later":' + b"[" * 5000 + b"]" * 5000 + b",", 1
+    )
+    assert drop_for_event(cache, subject, payload) == ("tenant", 3)
+
+
 def test_unknown_person_change_drops_tenant() -> None:
     cache = LookupCache(30)
     fill(cache, TENANT_A, "004711", "004712")
