@@ -309,6 +309,7 @@ def test_tenant_down_link_returns_503(
 
     [record, *_] = log.wait_for("dependency_unavailable")
     assert subjects.TENANT_RESOLVE_SECRET in record["message"]
+    assert "no_responders" in record["message"]
     assert not log.wait_for("link_rejected", timeout=0)
 
     running_stack.start("tenant")
@@ -351,17 +352,33 @@ async def test_slow_personnel_reply_returns_503(
     assert reopened.status_code == 200
 
 
+INVALID_REPLIES = {
+    "not UTF-8": b"\xff\x00garbage",
+    "wrong type": b'{"person": 42, "reason": "garbage"}',
+    # msgspec skips the unknown field but raises RecursionError, not
+    # DecodeError, for its nesting.
+    "deep unknown field": b'{"later": '
+    + b"[" * 5000
+    + b"]" * 5000
+    + b', "person": null, "reason": "garbage"}',
+}
+"""Personnel replies that are not a valid `PersonResolved`. Each contains the
+word "garbage", which must not reach the page."""
+
+
+@pytest.mark.parametrize("reply", INVALID_REPLIES.values(), ids=INVALID_REPLIES)
 async def test_invalid_personnel_reply_returns_5xx(
     running_stack: Stack,
     async_gateway: httpx.AsyncClient,
     tenant: TenantFixture,
     not_found_body: bytes,
     nats_url: str,
+    reply: bytes,
 ) -> None:
     """A reply that is not a valid message gives 502 or 503 and no traceback."""
 
     async def reply_garbage(msg: Msg) -> None:
-        await msg.respond(b"\xff\x00garbage")
+        await msg.respond(reply)
 
     log = gateway_log(running_stack)
     running_stack.services["personnel"].stop()

@@ -104,8 +104,13 @@ async def nc(nats_url: str) -> AsyncIterator[Client]:
 async def test_poison_messages_parked_good_ones_flow(
     admin: Admin, tenant: TenantFixture, nc: Client
 ) -> None:
-    """Four kinds of bad message are parked; the good ones behind them are stored."""
+    """Five kinds of bad message are parked, and the good ones after them stored."""
     good_event = submission(tenant.id)
+    # msgspec skips the unknown field but raises RecursionError, not
+    # DecodeError, for its nesting.
+    deep_field = messages.ENCODER.encode(submission(tenant.id)).replace(
+        b"{", b'{"later":' + b"[" * 5000 + b"]" * 5000 + b",", 1
+    )
     wrong_type = msgspec.json.decode(messages.ENCODER.encode(good_event))
     wrong_type["data"]["category"] = 42
     unknown_tenant = str(uuid.uuid4())
@@ -115,6 +120,7 @@ async def test_poison_messages_parked_good_ones_flow(
         "truncated": await publish_raw(
             nc, tenant.id, messages.ENCODER.encode(good_event)[:60]
         ),
+        "deep nesting": await publish_raw(nc, tenant.id, deep_field),
         "unknown tenant": await publish_raw(
             nc,
             unknown_tenant,
@@ -131,13 +137,16 @@ async def test_poison_messages_parked_good_ones_flow(
     parked = wait_for_parked(admin, set(poison.values()))
 
     assert len(tickets) == 3
-    latin, typed, cut, unknown = (parked[poison[name]] for name in poison)
+    latin, typed, cut, deep, unknown = (parked[poison[name]] for name in poison)
     assert latin["deliveries"] == 1
     assert latin["error"].startswith("undecodable message")
     assert typed["deliveries"] == 1
     assert "$.data.category" in typed["error"]
     assert cut["deliveries"] == 1
     assert cut["error"].startswith("undecodable message")
+    assert deep["deliveries"] == 1
+    assert deep["error"].startswith("undecodable message")
+    assert "too deeply" in deep["error"]
     assert unknown["deliveries"] == PARK_AFTER
     assert f"unknown tenant {unknown_tenant}" in unknown["error"]
     assert unknown["subject"] == subjects.ticket_submitted(unknown_tenant)

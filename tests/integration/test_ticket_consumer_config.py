@@ -74,9 +74,13 @@ async def test_ack_wait_updated_at_start(
         info = await nc.jetstream().consumer_info(
             subjects.TICKET_STREAM, subjects.TICKET_STORE_CONSUMER
         )
+        consumers = await nc.jetstream().consumers_info(subjects.TICKET_STREAM)
     finally:
         service.stop()
 
+    # The running service fetches from the updated durable consumer, not
+    # from an ephemeral one next to it.
+    assert [c.name for c in consumers] == [subjects.TICKET_STORE_CONSUMER]
     assert info.config.ack_wait == 60
     assert info.config.max_ack_pending == 1000
     assert info.config.max_deliver == -1
