@@ -7,7 +7,8 @@ line (1 is the header line), column and what to do about it.
 Rules, as documented for administrators:
 - Encoding: UTF-8, with or without byte order mark, unless the caller asks
   for Windows-1252. Bytes that are invalid in the chosen encoding reject the
-  file, naming each line, so nothing is ever stored as mojibake.
+  file, naming each line, and so does UTF-8 text sent as Windows-1252, so
+  nothing is ever stored as mojibake.
 - Separator: `;` or `,`, chosen by the caller or detected from the header
   line. Fields may be quoted with `"`, and a quoted field may contain the
   separator, quotes (doubled) and line breaks.
@@ -140,7 +141,8 @@ def parse(data: bytes, *, encoding: Encoding, delimiter: Delimiter) -> ParsedFil
     columns, ignored = _columns(header_line, header, chosen, problems)
     problems.raise_if_any()
 
-    rows = _rows(records, header, columns, problems)
+    numbers: list[tuple[int, str]] = []
+    rows = _rows(records, header, columns, problems, numbers)
     if not rows and not problems.items:
         problems.add(
             None,
@@ -148,7 +150,7 @@ def parse(data: bytes, *, encoding: Encoding, delimiter: Delimiter) -> ParsedFil
             "the file lists no people below its header line; an empty list "
             "is rejected so that deactivate_missing cannot empty a tenant",
         )
-    _check_duplicates(rows, header[columns[NUMBER_COLUMN]], problems)
+    _check_duplicates(numbers, header[columns[NUMBER_COLUMN]], problems)
     problems.raise_if_any()
     return ParsedFile(
         rows=rows,
@@ -203,6 +205,8 @@ def _decode(data: bytes, encoding: Encoding) -> str:
                 ]
             )
         data = data[len(UTF8_BOM) :]
+    if encoding == "windows-1252":
+        _reject_utf8(data)
     codec = "utf-8" if encoding == "utf-8" else "cp1252"
     try:
         return data.decode(codec)
@@ -219,6 +223,44 @@ def _decode(data: bytes, encoding: Encoding) -> str:
     # Not reached: a text that fails as a whole fails on some line, because
     # b"\n" never occurs inside a UTF-8 or Windows-1252 character.
     raise AssertionError
+
+
+MAX_MISREAD_LINES = 5
+"""Lines named when a UTF-8 file is sent as Windows-1252; the first problem
+counts them all."""
+
+
+def _reject_utf8(data: bytes) -> None:
+    """Reject a file sent as Windows-1252 that is UTF-8 with non-ASCII text.
+
+    Almost every byte is a Windows-1252 character, so such a file would
+    decode without error and store "Jörg" as "JÃ¶rg". Text written in
+    Windows-1252 is practically never valid UTF-8 once it holds a letter
+    such as ö, because UTF-8 needs that byte to be followed by a byte
+    between 0x80 and 0xBF, which in Windows-1252 is a rare symbol.
+    """
+    if data.isascii():
+        return
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    problems = _Problems()
+    lines = [
+        number
+        for number, raw_line in enumerate(data.split(b"\n"), start=1)
+        if not raw_line.isascii()
+    ]
+    problems.add(
+        None,
+        None,
+        f"the file is UTF-8 text, with letters beyond ASCII in {len(lines)} "
+        "lines, which encoding=windows-1252 would store garbled (ö as Ã¶); "
+        "send it without encoding=windows-1252, or with encoding=utf-8",
+    )
+    for number in lines[:MAX_MISREAD_LINES]:
+        problems.add(number, None, "this line holds UTF-8 text")
+    problems.raise_if_any()
 
 
 def _decode_message(
@@ -389,7 +431,11 @@ def _rows(
     header: list[str],
     columns: dict[str, int],
     problems: _Problems,
+    numbers: list[tuple[int, str]],
 ) -> list[Row]:
+    """Return the rows without problems, and add the line and personnel
+    number of every line with a valid number to `numbers`, so that a
+    repeated number is reported even on a line with other problems."""
     rows: list[Row] = []
     for line, cells in records:
         if not any(cell.strip() for cell in cells):
@@ -402,7 +448,7 @@ def _rows(
                 "several files",
             )
             break
-        row = _row(line, cells, header, columns, problems)
+        row = _row(line, cells, header, columns, problems, numbers)
         if row is not None:
             rows.append(row)
     return rows
@@ -418,6 +464,7 @@ def _row(
     header: list[str],
     columns: dict[str, int],
     problems: _Problems,
+    numbers: list[tuple[int, str]],
 ) -> Row | None:
     before = problems.total
     extra = [cell for cell in cells[len(header) :] if cell.strip()]
@@ -435,6 +482,7 @@ def _row(
     number = ""
     try:
         number = personnel_number.normalise(raw_number)
+        numbers.append((line, number))
     except personnel_number.InvalidPersonnelNumber as exc:
         fix = (
             "fill in the personnel number or delete the line"
@@ -479,10 +527,12 @@ def _row(
     return Row(line=line, personnel_number=number, name=name, active=active)
 
 
-def _check_duplicates(rows: list[Row], number_column: str, problems: _Problems) -> None:
+def _check_duplicates(
+    numbers: list[tuple[int, str]], number_column: str, problems: _Problems
+) -> None:
     lines: dict[str, list[int]] = {}
-    for row in rows:
-        lines.setdefault(row.personnel_number, []).append(row.line)
+    for line, number in numbers:
+        lines.setdefault(number, []).append(line)
     for number, found in lines.items():
         if len(found) < 2:
             continue

@@ -254,6 +254,16 @@ def test_import_windows_1252_without_option(admin: Admin, tenant_id: str) -> Non
     assert people_by_number(admin, tenant_id) == {}
 
 
+def test_import_utf8_sent_as_windows_1252(admin: Admin, tenant_id: str) -> None:
+    data = "Personalnummer;Name\r\n004711;Jörg Bäcker\r\n".encode()
+    response = import_file(admin, tenant_id, data, encoding="windows-1252")
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert [error["line"] for error in body["errors"]] == [None, 2]
+    assert "UTF-8 text" in body["errors"][0]["message"]
+    assert people_by_number(admin, tenant_id) == {}
+
+
 def test_import_duplicates_and_blank(admin: Admin, tenant_id: str) -> None:
     admin.add_person(tenant_id, "000001", "Bestand")
     before = people_by_number(admin, tenant_id)

@@ -65,6 +65,31 @@ def test_windows_1252_decoded_when_requested() -> None:
     assert result.encoding == "windows-1252"
 
 
+def test_utf8_as_windows_1252_rejected_with_lines() -> None:
+    data = (
+        b"Personalnummer;Name\r\n004710;Anna\r\n"
+        b"004711;J\xc3\xb6rg B\xc3\xa4cker\r\n004712;Ren\xc3\xa9e\r\n"
+    )
+    found = problems(data, encoding="windows-1252")
+    assert [(p.line, p.column) for p in found] == [(None, None), (3, None), (4, None)]
+    assert "UTF-8 text" in found[0].message
+    assert "in 2 lines" in found[0].message
+    assert "without encoding=windows-1252" in found[0].message
+    assert parsed(data).rows[1].name == "Jörg Bäcker"
+
+
+def test_utf8_as_windows_1252_names_first_lines_only() -> None:
+    rows = b"".join(b"%06d;J\xc3\xb6rg\n" % number for number in range(40))
+    found = problems(b"Personalnummer;Name\n" + rows, encoding="windows-1252")
+    assert "in 40 lines" in found[0].message
+    assert [p.line for p in found[1:]] == [2, 3, 4, 5, 6]
+
+
+def test_ascii_file_as_windows_1252_accepted() -> None:
+    data = b"Personalnummer;Name\r\n004711;Anna Muster\r\n"
+    assert parsed(data, encoding="windows-1252").rows[0].name == "Anna Muster"
+
+
 def test_windows_1252_as_utf8_rejected_with_line() -> None:
     data = b"Personalnummer;Name\r\n004710;Anna\r\n004711;J\xf6rg B\xe4cker\r\n"
     [problem] = problems(data)
@@ -286,6 +311,17 @@ def test_duplicates_name_both_lines() -> None:
     ]
     assert "also on line 4" in found[0].message
     assert "also on line 2" in found[1].message
+
+
+def test_duplicate_reported_on_line_with_other_problem() -> None:
+    found = problems(b"Personalnummer;Name\n004711;Anna\n004711;\n")
+    assert [(p.line, p.column) for p in found] == [
+        (2, "Personalnummer"),
+        (3, "Name"),
+        (3, "Personalnummer"),
+    ]
+    assert "also on line 3" in found[0].message
+    assert "also on line 2" in found[2].message
 
 
 def test_blank_number_rejected() -> None:
