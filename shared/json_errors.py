@@ -117,9 +117,11 @@ def explain_decode_error(data: bytes, error: BaseException) -> JsonProblem:
     if isinstance(error, RecursionError):
         return _too_deep()
     # RFC 8259 allows only UTF-8. `json.detect_encoding` recognises UTF-16
-    # and UTF-32 by a byte order mark or by NUL bytes among the first four.
+    # and UTF-32 by a byte order mark or by NUL bytes among the first four,
+    # which binary junk has too, so the guess counts only if the text then
+    # starts like JSON.
     encoding = json.detect_encoding(data)
-    if encoding not in ("utf-8", "utf-8-sig"):
+    if encoding not in ("utf-8", "utf-8-sig") and _starts_like_json(data, encoding):
         return JsonProblem(
             kind="invalid_utf8",
             reason=f"the document looks like {encoding.upper()} text, not UTF-8",
@@ -158,6 +160,17 @@ def explain_decode_error(data: bytes, error: BaseException) -> JsonProblem:
     if isinstance(error, msgspec.ValidationError):
         return _invalid_value(str(error))
     return _unexplained(data, error)
+
+
+_JSON_STARTS = frozenset('{["-0123456789tfn')
+
+
+def _starts_like_json(data: bytes, encoding: str) -> bool:
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return text.lstrip("\ufeff" + _WHITESPACE)[:1] in _JSON_STARTS
 
 
 def locate(text: str, position: int) -> JsonLocation:

@@ -214,6 +214,14 @@ def test_utf16_and_utf32_named(encoding: str) -> None:
     assert "not UTF-8" in problem.reason
 
 
+@pytest.mark.parametrize("data", [b"\xff\x00garbage", b"\x00\x00\x00\x01", b"a\x00"])
+def test_binary_with_nul_bytes_is_not_called_utf16(data: bytes) -> None:
+    problem = explain(data)
+
+    assert "UTF-16" not in problem.reason
+    assert "UTF-32" not in problem.reason
+
+
 def test_byte_order_mark_named() -> None:
     problem = explain(b'\xef\xbb\xbf{"name": "Jo"}')
 
