@@ -47,9 +47,9 @@ UNDECODABLE: tuple[type[Exception], ...] = (
     UnicodeDecodeError,
     RecursionError,
 )
-"""What msgspec raises for bytes that do not decode. Some versions raise
-UnicodeDecodeError for bytes that are not UTF-8, and every version raises
-RecursionError for deep nesting, even inside a field that it skips."""
+"""Exceptions that msgspec raises for bytes that do not decode. Some versions
+raise UnicodeDecodeError for bytes that are not UTF-8, and every version
+raises RecursionError for deep nesting, even inside a field that it skips."""
 
 MAX_KEY_CHARACTERS = 64
 """Maximum length of a key shown in a path; longer keys are cut to it and
@@ -511,9 +511,12 @@ def _first_invalid_value(document: object) -> JsonProblem | None:
                 pending.append(((node, key), member, False))
                 pending.append((node, key, True))
         elif isinstance(value, list):
+            # Plain integers, booleans and nulls cannot be wrong, and skipping
+            # them saves most of the walk in long arrays of numbers.
             pending.extend(
                 ((node, index), item, False)
                 for index, item in reversed(list(enumerate(value)))
+                if item is not None and not isinstance(item, int)
             )
     return None
 
@@ -529,7 +532,7 @@ def _lone_surrogate(path: str, surrogate: str, *, in_key: bool) -> JsonProblem:
         description = (
             f"{escape}, a UTF-16 low surrogate escape that no high surrogate precedes"
         )
-    container = f"a key of the object at {path}" if in_key else f"the string at {path}"
+    container = _describe_location(JsonLocation(path, in_string=True, in_key=in_key))
     return JsonProblem(
         kind="lone_surrogate",
         reason=f"{container} contains {description}",
