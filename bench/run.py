@@ -218,7 +218,7 @@ def post_bodies_step(
 ) -> dict[str, object]:
     """Post the `count` form bodies listed in `bodies`, one per line, as a
     load step. The row's `reused` is set when some went out a second time,
-    and `stored` holds the acceptance to commit delays of its tickets."""
+    and `stored` contains the acceptance to commit delays of its tickets."""
     since = dt.datetime.now(dt.UTC)
     row = load_step(
         system,

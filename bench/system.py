@@ -88,7 +88,7 @@ class System:
         response.raise_for_status()
         found = _FORM_TOKEN.search(response.text)
         if found is None:
-            # Without the query, which holds the tenant's link secret.
+            # Without the query, which contains the tenant's link secret.
             page = url.partition("?")[0]
             msg = f"no form_token in the form page of {page}"
             raise RuntimeError(msg)

@@ -1,6 +1,6 @@
-"""Answers of the admin APIs to request values that fail validation.
+"""Error responses of the admin APIs to request values that fail validation.
 
-Litestar answers every failed check of a handler's parameters with the
+Litestar responds to every failed check of a handler's parameters with the
 detail "Validation failed for POST /path" and lists the fields only in
 `extra`. A client that shows only the detail learns nothing, and an empty
 body is listed as the message `'data'`. Here the detail names each field
@@ -17,7 +17,7 @@ from litestar.exceptions import ValidationException
 _LITESTAR_DETAIL = "Validation failed for "
 
 MAX_LISTED = 5
-"""Problems named in the detail; `extra` lists them all."""
+"""Maximum problems named in the detail. `extra` lists all of them."""
 
 EMPTY_BODY = (
     "the request body is empty; send a JSON object with the fields that this "
@@ -47,7 +47,7 @@ def _named(error: Any) -> str:
 def validation_error_handler(
     _: Request[Any, Any, Any], exc: Exception
 ) -> Response[dict[str, object]]:
-    """Answer a ValidationException with a 400 whose detail names each field.
+    """Return a 400 for a ValidationException, with a detail that names each field.
 
     Details that our own code wrote already name the field and stay as
     they are.

@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_CACHE_TTL_SECONDS = 30.0
 
 MAX_CACHE_ENTRIES = 10_000
-"""Maximum entries per kind (tenants by secret, people, tenant checks); the
+"""Maximum entries per kind (tenants by secret, people, tenant checks). The
 oldest go first."""
 
 MAX_DROP_RECORDS = 10_000
@@ -130,7 +130,7 @@ class _Entries(Generic[K, T]):
             self._unindex(oldest, entry.tenant_id)
 
     def remove(self, key: K) -> int:
-        """Remove one entry; return 1 if it was there, else 0."""
+        """Remove one entry, and return 1 if it was there, else 0."""
         entry = self._entries.pop(key, None)
         if entry is None:
             return 0
@@ -138,7 +138,7 @@ class _Entries(Generic[K, T]):
         return 1
 
     def remove_tenant(self, tenant_id: str) -> int:
-        """Remove every entry of `tenant_id`; return how many there were."""
+        """Remove every entry of `tenant_id`, and return how many there were."""
         keys = self._keys_by_tenant.pop(tenant_id, set())
         for key in keys:
             del self._entries[key]
@@ -272,7 +272,7 @@ class LookupCache:
         self._put(self._people, (tenant_id, number), person, tenant_id, self.ttl)
 
     def drop_tenant(self, tenant_id: str) -> int:
-        """Forget every entry of `tenant_id`; return how many there were."""
+        """Forget every entry of `tenant_id`, and return how many there were."""
         self._record_drop(("tenant", tenant_id, ""))
         return (
             self._tenants.remove_tenant(tenant_id)
@@ -281,13 +281,13 @@ class LookupCache:
         )
 
     def drop_people(self, tenant_id: str) -> int:
-        """Forget every person of `tenant_id` and keep its other entries;
+        """Forget every person of `tenant_id`, keep its other entries, and
         return how many people there were."""
         self._record_drop(("people", tenant_id, ""))
         return self._people.remove_tenant(tenant_id)
 
     def drop_person(self, tenant_id: str, number: str) -> int:
-        """Forget the person with `number` in `tenant_id`; return 1 if cached."""
+        """Forget the person with `number` in `tenant_id`, and return 1 if cached."""
         self._record_drop(("person", tenant_id, number))
         return self._people.remove((tenant_id, number))
 

@@ -226,8 +226,8 @@ def _decode(data: bytes, encoding: Encoding) -> str:
 
 
 MAX_MISREAD_LINES = 5
-"""Lines named when a UTF-8 file is sent as Windows-1252; the first problem
-counts them all."""
+"""Maximum lines named when a UTF-8 file is sent as Windows-1252. The first
+problem counts all of them."""
 
 
 def _reject_utf8(data: bytes) -> None:
@@ -235,7 +235,7 @@ def _reject_utf8(data: bytes) -> None:
 
     Almost every byte is a Windows-1252 character, so such a file would
     decode without error and store "Jörg" as "JÃ¶rg". Text written in
-    Windows-1252 is practically never valid UTF-8 once it holds a letter
+    Windows-1252 is practically never valid UTF-8 once it contains a letter
     such as ö, because UTF-8 needs that byte to be followed by a byte
     between 0x80 and 0xBF, which in Windows-1252 is a rare symbol.
     """
@@ -259,7 +259,7 @@ def _reject_utf8(data: bytes) -> None:
         "send it without encoding=windows-1252, or with encoding=utf-8",
     )
     for number in lines[:MAX_MISREAD_LINES]:
-        problems.add(number, None, "this line holds UTF-8 text")
+        problems.add(number, None, "this line contains UTF-8 text")
     problems.raise_if_any()
 
 

@@ -44,8 +44,8 @@ class TenantDirectory:
     async def check(
         self, tenant_ids: Iterable[str]
     ) -> tuple[dict[str, bool], messaging.DependencyUnavailable | None]:
-        """Ask about every tenant not yet known at once; return whether each
-        tenant that got an answer exists, and the error of one that did not.
+        """Request every tenant not yet known concurrently. Return whether each
+        tenant that replied exists, and the error of a request that failed.
 
         After a restart, a batch of submissions from many tenants would
         otherwise wait for one round trip per tenant, one after the other.

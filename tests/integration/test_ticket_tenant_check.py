@@ -1,4 +1,4 @@
-"""The ticket service asks about the tenants of a batch all at once."""
+"""The ticket service requests the tenants of a batch concurrently."""
 
 from __future__ import annotations
 
@@ -27,14 +27,15 @@ async def nc(own_nats: EmbeddedNats) -> AsyncIterator[Client]:
 
 
 class GatedTenantService:
-    """Answers `GetTenant` only once `expected` questions wait at the same
-    time, or after `patience` seconds, and counts the most that waited."""
+    """Stand-in tenant service that replies to `GetTenant` once `expected`
+    requests wait at the same time, or after `patience` seconds, and counts
+    the maximum that waited."""
 
     def __init__(self, expected: int, patience: float = 2.0) -> None:
         self.expected = expected
         self.patience = patience
         self.waiting = 0
-        self.most_waiting = 0
+        self.max_waiting = 0
         self.asked: list[str] = []
         self._all_here = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -48,7 +49,7 @@ class GatedTenantService:
         tenant_id = msgspec.json.decode(msg.data, type=messages.GetTenant).tenant_id
         self.asked.append(tenant_id)
         self.waiting += 1
-        self.most_waiting = max(self.most_waiting, self.waiting)
+        self.max_waiting = max(self.max_waiting, self.waiting)
         if self.waiting >= self.expected:
             self._all_here.set()
         try:
@@ -71,7 +72,7 @@ class GatedTenantService:
         await msg.respond(messages.ENCODER.encode(reply))
 
 
-async def test_tenants_of_a_batch_are_asked_at_once(nc: Client) -> None:
+async def test_batch_tenants_requested_concurrently(nc: Client) -> None:
     service = GatedTenantService(expected=len(TENANTS))
     await nc.subscribe(subjects.TENANT_GET, cb=service.on_request)
     directory = TenantDirectory(nc, timeout=5.0)
@@ -80,18 +81,18 @@ async def test_tenants_of_a_batch_are_asked_at_once(nc: Client) -> None:
     known, unavailable = await directory.check(TENANTS + TENANTS)
 
     assert unavailable is None
-    assert service.most_waiting == len(TENANTS)
+    assert service.max_waiting == len(TENANTS)
     assert sorted(service.asked) == sorted(TENANTS)
     assert known == {tenant_id: tenant_id != UNKNOWN for tenant_id in TENANTS}
 
-    # Known tenants are not asked again; the unknown one is.
+    # Known tenants are not requested again, but the unknown one is.
     known, _ = await directory.check(TENANTS)
     assert known[TENANTS[0]] is True
     assert service.asked.count(TENANTS[0]) == 1
     assert service.asked.count(UNKNOWN) == 2
 
 
-async def test_answers_are_kept_when_the_service_stops_answering(
+async def test_replies_kept_when_service_stops(
     nc: Client,
 ) -> None:
     service = GatedTenantService(expected=1)

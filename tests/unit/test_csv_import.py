@@ -65,7 +65,7 @@ def test_windows_1252_decoded_when_requested() -> None:
     assert result.encoding == "windows-1252"
 
 
-def test_utf8_as_windows_1252_rejected_with_lines() -> None:
+def test_utf8_as_cp1252_rejected() -> None:
     data = (
         b"Personalnummer;Name\r\n004710;Anna\r\n"
         b"004711;J\xc3\xb6rg B\xc3\xa4cker\r\n004712;Ren\xc3\xa9e\r\n"
@@ -78,7 +78,7 @@ def test_utf8_as_windows_1252_rejected_with_lines() -> None:
     assert parsed(data).rows[1].name == "Jörg Bäcker"
 
 
-def test_utf8_as_windows_1252_names_first_lines_only() -> None:
+def test_utf8_as_cp1252_names_first_lines() -> None:
     rows = b"".join(b"%06d;J\xc3\xb6rg\n" % number for number in range(40))
     found = problems(b"Personalnummer;Name\n" + rows, encoding="windows-1252")
     assert "in 40 lines" in found[0].message
@@ -313,7 +313,7 @@ def test_duplicates_name_both_lines() -> None:
     assert "also on line 2" in found[1].message
 
 
-def test_duplicate_reported_on_line_with_other_problem() -> None:
+def test_duplicate_on_invalid_line_reported() -> None:
     found = problems(b"Personalnummer;Name\n004711;Anna\n004711;\n")
     assert [(p.line, p.column) for p in found] == [
         (2, "Personalnummer"),

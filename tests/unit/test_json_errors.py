@@ -215,7 +215,7 @@ def test_utf16_and_utf32_named(encoding: str) -> None:
 
 
 @pytest.mark.parametrize("data", [b"\xff\x00garbage", b"\x00\x00\x00\x01", b"a\x00"])
-def test_binary_with_nul_bytes_is_not_called_utf16(data: bytes) -> None:
+def test_nul_bytes_not_called_utf16(data: bytes) -> None:
     problem = explain(data)
 
     assert "UTF-16" not in problem.reason

@@ -103,7 +103,7 @@ def test_answer_older_than_drop_not_stored() -> None:
     assert cache.person(TENANT_A, "004711") is None
 
 
-def test_drop_of_other_tenant_does_not_block_store() -> None:
+def test_other_tenant_drop_allows_store() -> None:
     cache = LookupCache(30)
     key = cache.secret_key("k7Q2xLm9Rt4vZp1W")
     snapshot = cache.snapshot()
@@ -262,7 +262,7 @@ def test_drop_tenant_counts_every_kind() -> None:
 # Lookups in flight during a drop
 
 
-def test_person_drop_blocks_its_lookup_in_flight() -> None:
+def test_person_drop_blocks_inflight_lookup() -> None:
     cache = LookupCache(30)
     in_flight = cache.snapshot()
     cache.drop_person(TENANT_A, "004711")
@@ -283,7 +283,7 @@ def test_person_lookup_after_drop_stored() -> None:
     assert cache.person(TENANT_A, "004711") == person("004711")
 
 
-def test_people_drop_blocks_person_lookups_in_flight() -> None:
+def test_people_drop_blocks_inflight_lookups() -> None:
     cache = LookupCache(30)
     key = cache.secret_key("k7Q2xLm9Rt4vZp1W")
     in_flight = cache.snapshot()
@@ -298,7 +298,7 @@ def test_people_drop_blocks_person_lookups_in_flight() -> None:
     assert cache.person(TENANT_B, "004711") == person("004711")
 
 
-def test_tenant_drop_blocks_tenant_check_in_flight() -> None:
+def test_tenant_drop_blocks_inflight_check() -> None:
     cache = LookupCache(30)
     form_key = (TENANT_A, None, "key-2026")
     in_flight = cache.snapshot()

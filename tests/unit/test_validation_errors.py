@@ -1,4 +1,4 @@
-"""The admin APIs' answer to values that fail validation names each field,
+"""The admin APIs' response to values that fail validation names each field,
 on a Litestar app without NATS or PostgreSQL."""
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def test_own_detail_is_kept(client: TestClient[Litestar]) -> None:
     }
 
 
-def test_long_lists_are_cut_in_the_detail() -> None:
+def test_detail_cuts_long_lists() -> None:
     errors = [{"key": f"field{n}", "message": "bad"} for n in range(8)]
     exc = ValidationException(detail="Validation failed for POST /x", extra=errors)
 
