@@ -166,5 +166,37 @@ class PersonResolved(Message, frozen=True, kw_only=True):
     reason: PersonRejection | None = None
 
 
+# --- ticket service ---------------------------------------------------------
+
+
+class FindSubmission(Message, frozen=True, kw_only=True):
+    """Ask for the ticket stored from a form, by the form's submission id."""
+
+    tenant_id: str
+    submission_id: str
+
+
+class StoredSubmission(Message, frozen=True, kw_only=True):
+    """The reference and the field values of a ticket as it was submitted."""
+
+    reference: str
+    category: str
+    subject: str
+    description: str
+    location: str
+    urgency: str
+
+
+SubmissionRejection = Literal["unknown_submission"]
+
+
+class SubmissionFound(Message, frozen=True, kw_only=True):
+    """Reply to `FindSubmission`; `reason` is set when no ticket of that
+    tenant was stored from that form (yet)."""
+
+    submission: StoredSubmission | None = None
+    reason: SubmissionRejection | None = None
+
+
 ENCODER = msgspec.json.Encoder()
 """One encoder for every wire type; msgspec encoders are safe to share."""

@@ -18,6 +18,9 @@ TENANT_VERIFY_SIGNED_LINK: Final = "linkdesk.v1.tenant.verify_signed_link"
 PERSONNEL_RESOLVE: Final = "linkdesk.v1.personnel.resolve"
 """Request: the person with a personnel number in a tenant (`ResolvePerson`)."""
 
+TICKET_FIND_SUBMISSION: Final = "linkdesk.v1.ticket.find_submission"
+"""Request: the stored ticket of a tenant's submission id (`FindSubmission`)."""
+
 TICKET_STREAM: Final = "TICKETS"
 """JetStream stream that holds every ticket event."""
 

@@ -16,6 +16,7 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
 from services.gateway import link, rate_limit, routes
 from services.gateway import settings as gateway_settings
+from services.gateway.accepted_form import AcceptedForms
 from services.gateway.access import access_middleware
 from services.gateway.directory import Directory
 from services.gateway.duplicate_window import DuplicateWindow
@@ -60,6 +61,7 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.duplicate_window = DuplicateWindow(
             nc, app.state.settings.request_timeout
         )
+        app.state.accepted_forms = AcceptedForms(nc, app.state.settings.request_timeout)
         shared_state, limiter = rate_limit.build(
             nc, app.state.settings, gateway_metrics.registry
         )

@@ -5,8 +5,9 @@ stream's duplicate window and reports it as a duplicate in its
 acknowledgement. A form whose submission id was first rendered less than a
 window ago cannot have been published before that window began. The
 publish itself therefore reports a repeat of it, and the gateway can skip
-the ledger lookup that would otherwise come first. Older forms, and every form while
-the window is unknown, are looked up in the ledger before publishing.
+the lookup in the ticket service that would otherwise come first. Older
+forms, and every form while the window is unknown, are looked up before
+publishing (`accepted_form`).
 
 The window is read from the stream's configuration and read again at most
 once a minute, so a changed `TICKET_DUPLICATE_WINDOW_SECONDS` takes effect

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import nats.errors
 import nats.js.errors
@@ -31,31 +31,41 @@ class PayloadTooLarge(Exception):
         super().__init__(f"event of {size} bytes exceeds max_payload {limit}")
 
 
+class Published(NamedTuple):
+    """JetStream's acknowledgement of a submission."""
+
+    sequence: int
+    """The event's sequence in the stream; for a duplicate, the sequence of
+    the event that JetStream stored first."""
+    duplicate: bool
+    """True when JetStream dropped the event as a repeat of a stored one."""
+
+
 async def publish_submission(
     nc: Client, event: events.TicketSubmitted, *, timeout: float, request_id: str
-) -> bool:
+) -> Published:
     """Publish `event` with its submission id as `Nats-Msg-Id`.
 
-    Returns True when JetStream reports a duplicate, which means the same
-    form was already accepted. Raises `PayloadTooLarge` or `PublishFailed`.
-    Counts the outcome in the metrics attached to `nc`.
+    A duplicate means that the same form was already accepted. Raises
+    `PayloadTooLarge` or `PublishFailed`. Counts the outcome in the metrics
+    attached to `nc`.
     """
     published = metrics.for_connection(nc)
     try:
-        duplicate = await _publish(nc, event, timeout=timeout, request_id=request_id)
+        result = await _publish(nc, event, timeout=timeout, request_id=request_id)
     except PayloadTooLarge:
         published.count_published("submitted", "too_large")
         raise
     except PublishFailed as exc:
         published.count_published("submitted", exc.reason)
         raise
-    published.count_published("submitted", "duplicate" if duplicate else "ok")
-    return duplicate
+    published.count_published("submitted", "duplicate" if result.duplicate else "ok")
+    return result
 
 
 async def _publish(
     nc: Client, event: events.TicketSubmitted, *, timeout: float, request_id: str
-) -> bool:
+) -> Published:
     payload = messages.ENCODER.encode(event)
     if len(payload) > nc.max_payload:
         raise PayloadTooLarge(len(payload), nc.max_payload)
@@ -81,4 +91,4 @@ async def _publish(
         raise PublishFailed("api_error", str(exc)) from None
     except nats.errors.Error as exc:
         raise PublishFailed("disconnected", repr(exc)) from None
-    return bool(ack.duplicate)
+    return Published(sequence=ack.seq, duplicate=bool(ack.duplicate))

@@ -14,13 +14,13 @@ from litestar.datastructures import State
 
 from services.gateway import (
     form_body,
-    form_ledger,
     form_token,
     i18n,
     link,
     origin_check,
     submission,
 )
+from services.gateway.accepted_form import AcceptedForms
 from services.gateway.directory import Directory, Rejected, Reporter
 from services.gateway.duplicate_window import DuplicateWindow
 from services.gateway.pages import TEMPLATES, Pages, human_size
@@ -262,18 +262,22 @@ async def _repeated_post(
     values: dict[str, str],
     request_id: str,
     *,
-    wait: float = 0.0,
+    sequence: int | None = None,
 ) -> Response[bytes] | None:
     """Respond to a post of a form that was already accepted, without publishing:
     the same values redirect to the same confirmation, other values get 409.
-    `wait` is how long to wait for the ledger entry of a concurrent post."""
-    accepted = await form_ledger.find(state.shared_state, context.submission_id, wait)
+    Returns None when no accepted form is found (`AcceptedForms.find`).
+    """
+    forms: AcceptedForms = state.accepted_forms
+    accepted = await forms.find(
+        tenant_id=context.tenant_id,
+        submission_id=context.submission_id,
+        request_id=request_id,
+        sequence=sequence,
+    )
     if accepted is None:
         return None
-    settings: GatewaySettings = state.settings
-    changed = accepted.values_digest != form_ledger.values_digest(
-        values, submission.FIELDS
-    )
+    changed = accepted.differs_from(values)
     logger.info(
         "form posted again",
         extra={
@@ -285,6 +289,7 @@ async def _repeated_post(
         },
     )
     if not changed:
+        settings: GatewaySettings = state.settings
         return _confirmation_redirect(
             settings, accepted.reference, context.language, context.tenant_id
         )
@@ -331,7 +336,7 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
     if context.preset_location:
         values["location"] = context.preset_location
     # A repeat of a young form is caught by the publish below, which JetStream
-    # reports as a duplicate; only older forms need the ledger first.
+    # reports as a duplicate; only older forms are looked up first.
     window: DuplicateWindow = state.duplicate_window
     looked_up = not await window.covers(context.first_rendered_at)
     if looked_up:
@@ -426,7 +431,7 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
     # Step 6: publish, and respond only once JetStream has stored the event.
     event = submission.build_event(fresh, values)
     try:
-        duplicate = await publish_submission(
+        published = await publish_submission(
             state.nc, event, timeout=settings.request_timeout, request_id=request_id
         )
     except PayloadTooLarge as exc:
@@ -455,9 +460,10 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
             status=503,
             frame_ancestors=frame_ancestors,
         )
+    duplicate = published.duplicate
     if duplicate:
         repeated = await _repeated_post(
-            state, context, values, request_id, wait=settings.request_timeout
+            state, context, values, request_id, sequence=published.sequence
         )
         if repeated is not None:
             return repeated
@@ -472,17 +478,10 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
         },
     )
     if not duplicate:
-        # A duplicate's values may not be the stored ones, so only the post
-        # that JetStream took first is counted and written to the ledger.
+        # Only the post that JetStream took first counts against the limits.
         await limiter.count_submission(fresh.tenant_id, fresh.personnel_number)
-        await form_ledger.record(
-            state.shared_state,
-            fresh.submission_id,
-            form_ledger.AcceptedForm(
-                reference=event.data.reference,
-                values_digest=form_ledger.values_digest(values, submission.FIELDS),
-            ),
-        )
+        forms: AcceptedForms = state.accepted_forms
+        forms.remember(fresh.submission_id, event.data.reference, values)
     return _confirmation_redirect(
         settings, event.data.reference, fresh.language, fresh.tenant_id
     )

@@ -1,7 +1,7 @@
 """State that every gateway replica shares, in a JetStream key-value bucket.
 
-Rate-limit counters and the ledger of accepted forms live here, so that a
-client cannot escape a limit by reaching another replica. Every write is a
+Rate-limit counters live here, so that a client cannot escape a limit by
+reaching another replica. Every write is a
 compare-and-set on the key's revision (`kv.update(..., last=revision)`), so
 concurrent replicas do not overwrite each other's increments.
 

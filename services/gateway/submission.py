@@ -21,6 +21,7 @@ LIMITS: Mapping[str, int] = {
 URGENCIES: tuple[events.Urgency, ...] = ("low", "normal", "high")
 FIELDS = ("category", "subject", "description", "location", "urgency")
 REQUIRED = ("category", "subject", "description")
+DEFAULT_URGENCY: events.Urgency = "normal"
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,18 @@ def validate(
             errors[name] = FieldError("error_control_character")
     if "category" not in errors and values.get("category") not in categories:
         errors["category"] = FieldError("error_unknown_category")
-    urgency = values.get("urgency") or "normal"
+    urgency = values.get("urgency") or DEFAULT_URGENCY
     if "urgency" not in errors and urgency not in URGENCIES:
         errors["urgency"] = FieldError("error_invalid_choice")
     return errors
+
+
+def stored_values(values: Mapping[str, str]) -> tuple[str, ...]:
+    """Return the values of `FIELDS` as the ticket stores them, so that a
+    repeated post can be compared with the stored one."""
+    stored = {name: values.get(name, "") for name in FIELDS}
+    stored["urgency"] = stored["urgency"] or DEFAULT_URGENCY
+    return tuple(stored[name] for name in FIELDS)
 
 
 def build_event(
@@ -63,7 +72,7 @@ def build_event(
     """Build the submitted event of a valid form; text stays exactly as typed."""
     submitted_at = now or dt.datetime.now(dt.UTC)
     submission_id = uuid.UUID(context.submission_id)
-    urgency = values.get("urgency") or "normal"
+    urgency = values.get("urgency") or DEFAULT_URGENCY
     assert urgency in URGENCIES
     data = events.TicketSubmittedData(
         submission_id=str(submission_id),

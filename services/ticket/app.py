@@ -5,8 +5,9 @@ from __future__ import annotations
 from litestar import Litestar
 from litestar.datastructures import State
 
-from services.ticket import api, repository, workers
-from shared.service_app import ServiceSpec
+from services.ticket import api, repository, submission_lookup, workers
+from shared import messages, subjects
+from shared.service_app import Endpoint, ServiceSpec
 from shared.service_app import create_app as build
 
 SERVICE = "ticket"
@@ -28,6 +29,14 @@ SPEC = ServiceSpec(
     description="Tickets stored from submissions, their lifecycle, and parked "
     "messages.",
     controllers=[api.TicketController],
+    endpoints=[
+        Endpoint(
+            "find_submission",
+            subjects.TICKET_FIND_SUBMISSION,
+            messages.FindSubmission,
+            submission_lookup.find_submission,
+        )
+    ],
     worker=workers.run_workers,
     readiness=_workers_ready,
 )

@@ -598,6 +598,19 @@ async def list_tickets(
     return [_ticket(row) for row in rows]
 
 
+async def find_by_submission(
+    pool: asyncpg.Pool, tenant_id: uuid.UUID, submission_id: uuid.UUID
+) -> Ticket | None:
+    """Return the tenant's ticket stored from the form with that submission id."""
+    row = await pool.fetchrow(
+        f"SELECT {_COLUMNS} FROM ticket.tickets"
+        " WHERE submission_id = $1 AND tenant_id = $2",
+        submission_id,
+        tenant_id,
+    )
+    return None if row is None else _ticket(row)
+
+
 def _ticket_condition(ticket: str) -> tuple[str, Any]:
     """Return the SQL condition and value that find a ticket by id, number or
     the reference that the reporter was shown.

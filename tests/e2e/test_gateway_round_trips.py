@@ -2,36 +2,43 @@
 
 A post of a form the gateway rendered recently sends no request to another
 service: the tenant and person checks come from the lookup cache, and a
-repeat of a young form is caught by JetStream's duplicate window rather
-than by a ledger lookup before the publish. Forms older than the window are
-looked up first.
+repeat of a young form is caught by JetStream's duplicate window. Forms
+older than the window are looked up in the ticket service first, unless the
+replica accepted them itself. A second replica shows the response to a
+repeat of a form that another replica accepted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import msgspec
 import nats
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from linkdesk.processes import Stack
+from linkdesk.processes import ServiceProcess, Stack
 from services.gateway import form_token
 from services.gateway.duplicate_window import SAFETY_SHARE, DuplicateWindow
 from shared import subjects
+from shared.embedded import free_port
 from tests.helpers import LINK_PATH, VALID_FIELDS, Admin, TenantFixture, open_link
 from tests.helpers import form_token as page_token
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 
-def counter(stack: Stack, name: str, **labels: str) -> float:
+def counter(gateway_url: str, name: str, **labels: str) -> float:
     """Sum the gateway's samples of counter `name` whose labels include `labels`."""
-    response = httpx.get(f"{stack.url('gateway')}/metrics", timeout=10.0)
+    response = httpx.get(f"{gateway_url}/metrics", timeout=10.0)
     assert response.status_code == 200
     total = 0.0
     for family in text_string_to_metric_families(response.text):
@@ -45,14 +52,23 @@ def counter(stack: Stack, name: str, **labels: str) -> float:
 
 def lookups(stack: Stack) -> float:
     return sum(
-        counter(stack, "linkdesk_nats_requests", subject=subject)
+        counter(stack.url("gateway"), "linkdesk_nats_requests", subject=subject)
         for subject in (subjects.TENANT_GET, subjects.PERSONNEL_RESOLVE)
     )
 
 
-def duplicates(stack: Stack) -> float:
+def duplicates(gateway_url: str) -> float:
     return counter(
-        stack, "linkdesk_events_published", event_type="submitted", outcome="duplicate"
+        gateway_url,
+        "linkdesk_events_published",
+        event_type="submitted",
+        outcome="duplicate",
+    )
+
+
+def ticket_lookups(gateway_url: str) -> float:
+    return counter(
+        gateway_url, "linkdesk_nats_requests", subject=subjects.TICKET_FIND_SUBMISSION
     )
 
 
@@ -69,6 +85,57 @@ def open_token(gateway: httpx.Client, tenant: TenantFixture) -> str:
     page = open_link(gateway, tenant.link_query())
     assert page.status_code == 200
     return page_token(page)
+
+
+def aged(form_key: bytes, token: str) -> str:
+    """Return `token` as if its form was first rendered a day ago and renewed
+    since, so that it is older than the stream's duplicate window."""
+    context = form_token.verify(form_key, token)
+    return form_token.sign(
+        form_key,
+        msgspec.structs.replace(context, first_rendered_at=int(time.time()) - 86_400),
+    )
+
+
+def reference_of(answer: httpx.Response) -> str:
+    return answer.headers["location"].split("/")[3].split("?")[0]
+
+
+def logged(path: Path, event: str, submission_id: str) -> list[dict[str, Any]]:
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == event and record.get("submission_id") == (
+            submission_id
+        ):
+            records.append(record)
+    return records
+
+
+@pytest.fixture(scope="module")
+def replica(stack: Stack, work_dir: Path) -> Iterator[ServiceProcess]:
+    """A second gateway replica, which accepts none of the first one's forms."""
+    process = ServiceProcess(
+        "gateway",
+        free_port(),
+        stack.services["gateway"].env,
+        work_dir / "logs" / "gateway-replica.log",
+    )
+    try:
+        process.start()
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def other(replica: ServiceProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=replica.url, timeout=10.0) as client:
+        yield client
 
 
 def test_opened_form_posts_without_lookups(
@@ -88,12 +155,12 @@ def test_young_form_repeat_caught_by_publish(
 ) -> None:
     token = open_token(gateway, tenant)
     assert post(gateway, token).status_code == 303
-    before = duplicates(stack)
+    before = duplicates(stack.url("gateway"))
 
     again = post(gateway, token, subject="Ein anderer Betreff")
 
     assert again.status_code == 409
-    assert duplicates(stack) == before + 1
+    assert duplicates(stack.url("gateway")) == before + 1
 
 
 def test_old_form_repeat_looked_up_before_publish(
@@ -102,13 +169,8 @@ def test_old_form_repeat_looked_up_before_publish(
     token = open_token(gateway, tenant)
     first = post(gateway, token)
     assert first.status_code == 303
-    context = form_token.verify(form_key, token)
-    # The same form, as if first rendered a day ago and renewed since.
-    old = form_token.sign(
-        form_key,
-        msgspec.structs.replace(context, first_rendered_at=int(time.time()) - 86_400),
-    )
-    before = duplicates(stack)
+    old = aged(form_key, token)
+    before = duplicates(stack.url("gateway"))
 
     same = post(gateway, old)
     changed = post(gateway, old, subject="Ein anderer Betreff")
@@ -116,7 +178,91 @@ def test_old_form_repeat_looked_up_before_publish(
     assert same.status_code == 303
     assert same.headers["location"] == first.headers["location"]
     assert changed.status_code == 409
-    assert duplicates(stack) == before
+    assert duplicates(stack.url("gateway")) == before
+
+
+def test_young_repeat_on_other_replica_read_from_stream(
+    gateway: httpx.Client,
+    other: httpx.Client,
+    replica: ServiceProcess,
+    tenant: TenantFixture,
+    admin: Admin,
+) -> None:
+    token = open_token(gateway, tenant)
+    first = post(gateway, token)
+    assert first.status_code == 303
+    duplicates_before = duplicates(replica.url)
+    lookups_before = ticket_lookups(replica.url)
+
+    same = post(other, token)
+    changed = post(other, token, subject="Ein anderer Betreff")
+
+    assert same.status_code == 303
+    assert same.headers["location"] == first.headers["location"]
+    assert changed.status_code == 409
+    assert reference_of(first) in changed.text
+    assert duplicates(replica.url) == duplicates_before + 2
+    assert ticket_lookups(replica.url) == lookups_before
+    [ticket] = admin.wait_for_tickets(tenant.id, 1)
+    assert ticket["subject"] == VALID_FIELDS["subject"]
+
+
+def test_old_repeat_on_other_replica_asks_ticket_service(
+    gateway: httpx.Client,
+    other: httpx.Client,
+    replica: ServiceProcess,
+    tenant: TenantFixture,
+    admin: Admin,
+    form_key: bytes,
+) -> None:
+    token = open_token(gateway, tenant)
+    first = post(gateway, token)
+    assert first.status_code == 303
+    admin.wait_for_tickets(tenant.id, 1)
+    old = aged(form_key, token)
+    duplicates_before = duplicates(replica.url)
+    lookups_before = ticket_lookups(replica.url)
+
+    same = post(other, old)
+    changed = post(other, old, subject="Ein anderer Betreff")
+
+    assert same.status_code == 303
+    assert same.headers["location"] == first.headers["location"]
+    assert changed.status_code == 409
+    assert reference_of(first) in changed.text
+    assert ticket_lookups(replica.url) == lookups_before + 2
+    assert duplicates(replica.url) == duplicates_before
+
+
+def test_old_form_accepted_while_ticket_service_down(
+    running_stack: Stack,
+    gateway: httpx.Client,
+    other: httpx.Client,
+    replica: ServiceProcess,
+    tenant: TenantFixture,
+    admin: Admin,
+    form_key: bytes,
+) -> None:
+    """Without the ticket service an old form is published unchecked; a
+    changed repeat on another replica is then caught by the stream."""
+    token = aged(form_key, open_token(gateway, tenant))
+    submission_id = form_token.verify(form_key, token).submission_id
+    running_stack.services["ticket"].stop()
+
+    first = post(gateway, token)
+    changed = post(other, token, subject="Ein anderer Betreff")
+
+    assert first.status_code == 303
+    assert changed.status_code == 409
+    assert reference_of(first) in changed.text
+    for process in (running_stack.services["gateway"], replica):
+        [unreadable] = logged(
+            process.log_path, "accepted_form_unreadable", submission_id
+        )
+        assert unreadable["reason"] == "no_responders"
+    running_stack.start("ticket")
+    [ticket] = admin.wait_for_tickets(tenant.id, 1)
+    assert ticket["subject"] == VALID_FIELDS["subject"]
 
 
 async def test_window_read_from_stream(stack: Stack, nats_url: str) -> None:

@@ -20,7 +20,7 @@ import pytest
 from nats.aio.client import Client
 from prometheus_client import CollectorRegistry
 
-from services.gateway import batched_counters, form_ledger
+from services.gateway import batched_counters
 from services.gateway.batched_counters import BatchedCounters
 from services.gateway.rate_limit import (
     RateLimiter,
@@ -493,20 +493,6 @@ async def test_unreachable_bucket_fails_open(nats_url: str, bucket: str) -> None
     skipped = registry.get_sample_value("linkdesk_rate_limit_unavailable_total")
     assert skipped == 2
     await close_limiters()
-
-
-async def test_ledger_keeps_first_record(nc: Client, bucket: str) -> None:
-    state = SharedState(nc, bucket, ttl_seconds=7200, timeout=2.0)
-    submission_id = str(uuid.uuid4())
-    assert await form_ledger.find(state, submission_id) is None
-
-    first = form_ledger.AcceptedForm(reference="T-AAAAA-AAAAA", values_digest="1")
-    second = form_ledger.AcceptedForm(reference="T-BBBBB-BBBBB", values_digest="2")
-    await form_ledger.record(state, submission_id, first)
-    await form_ledger.record(state, submission_id, second)
-    found = await form_ledger.find(state, submission_id)
-    assert found is not None
-    assert found.reference == "T-AAAAA-AAAAA"
 
 
 @pytest.mark.parametrize(
