@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -10,9 +11,11 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+from nats.js import JetStreamContext
 
 from linkdesk.links import build_link
 from linkdesk.processes import Stack
+from shared import subjects
 
 TOKEN_FIELD = re.compile(r'name="form_token" value="([^"]+)"')
 
@@ -153,3 +156,34 @@ def post_form(
         content=body.encode(),
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
+
+
+CONSUMER_TIMEOUT = 15.0
+"""Seconds the ticket consumer gets to catch up in a test."""
+
+
+async def wait_until_consumed(js: JetStreamContext, sequence: int = 0) -> None:
+    """Wait until the ticket service acknowledged every submission on the
+    stream, and at least up to stream sequence `sequence`.
+
+    The consumer acknowledges a message only after its transaction
+    committed, so afterwards the database contains whatever it will store.
+    """
+    deadline = time.monotonic() + CONSUMER_TIMEOUT
+    while True:
+        info = await js.consumer_info(
+            subjects.TICKET_STREAM, subjects.TICKET_STORE_CONSUMER
+        )
+        delivered = info.delivered.stream_seq if info.delivered else 0
+        if (
+            delivered >= sequence
+            and info.num_pending == 0
+            and info.num_ack_pending == 0
+        ):
+            return
+        assert time.monotonic() < deadline, (
+            f"the ticket consumer did not catch up within {CONSUMER_TIMEOUT} s:"
+            f" delivered up to {delivered} of {sequence},"
+            f" {info.num_pending} pending, {info.num_ack_pending} unacknowledged"
+        )
+        await asyncio.sleep(0.1)

@@ -15,21 +15,25 @@ repeat that the replica does not remember is found this way:
 - A repeat of a form first rendered within the ticket stream's duplicate
   window is published again. JetStream drops it, and its acknowledgement
   names the stream sequence of the first event, which is read back.
-- A repeat of an older form, and a repeat that a check rejects before
-  anything is published, are looked up in the ticket service, which knows
-  the form once it has stored the first post's ticket.
+- A repeat of an older form, a repeat that a check rejects before anything
+  is published, and a repeat whose first event cannot be read are looked up
+  in the ticket service. It finds the form once it has stored the first
+  post's ticket.
 
-When neither answers, the post is treated as new: JetStream's duplicate
-window and the ticket table's unique key on the submission id still make it
-one ticket, and the reporter is shown the confirmation.
+When neither source can be read, the post is treated as new: JetStream's
+duplicate window and the ticket table's unique key on the submission id
+still make it one ticket, and the reporter is shown the confirmation. Such
+a post is not remembered, because it may not be the form's first.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import msgspec
 import nats.errors
@@ -37,13 +41,13 @@ import nats.js.errors
 from nats.aio.client import Client
 
 from services.gateway import submission
-from shared import events, json_errors, messages, subjects
+from shared import events, json_errors, messages, reference, subjects
 from shared.messaging import REQUEST_ID_HEADER, DependencyUnavailable, request
 
 logger = logging.getLogger(__name__)
 
 
-class AcceptedForm(msgspec.Struct, frozen=True, kw_only=True):
+class AcceptedForm(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     reference: str
     values_digest: bytes
     """Digest of the stored values of `submission.FIELDS` (`values_digest`)."""
@@ -59,15 +63,33 @@ def values_digest(values: Mapping[str, str]) -> bytes:
     return hashlib.sha256(encoded).digest()
 
 
+class Lookup(NamedTuple):
+    """The result of looking for an accepted form."""
+
+    form: AcceptedForm | None
+    conclusive: bool
+    """False when no source could be read, so that a missing form may still
+    have been accepted."""
+
+
+class Unreadable(Exception):
+    """A source of accepted forms could not be read or returned an unusable reply."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason} {detail}".strip())
+
+
 RECENT_FORMS = 10_000
 """Accepted forms a gateway replica remembers, about 350 bytes each (3.4 MB)."""
 
 
 class AcceptedForms:
-    """Where a gateway replica finds the accepted form that a post repeats.
+    """The lookup of the accepted form that a post repeats, for one replica.
 
-    It remembers the last `capacity` forms it accepted itself, and asks the
-    stream or the ticket service about any other.
+    It remembers the last `capacity` forms the replica accepted itself, and
+    reads the stream or requests the ticket service for any other.
     """
 
     def __init__(self, nc: Client, timeout: float, capacity: int = RECENT_FORMS):
@@ -79,7 +101,7 @@ class AcceptedForms:
     def remember(
         self, submission_id: str, reference: str, values: Mapping[str, str]
     ) -> None:
-        """Note a form that JetStream has just stored the first event of."""
+        """Note a form whose event JetStream stored first."""
         self._recent[submission_id] = AcceptedForm(
             reference=reference, values_digest=values_digest(values)
         )
@@ -93,32 +115,41 @@ class AcceptedForms:
         submission_id: str,
         request_id: str,
         sequence: int | None = None,
-    ) -> AcceptedForm | None:
-        """Return the accepted form with this submission id, or None.
+    ) -> Lookup:
+        """Look for the accepted form with this submission id.
 
         `sequence` is where JetStream stored the form's first event. It is
         known when JetStream reported this post's publish as a duplicate.
-        Without it, the ticket service is requested.
+        Without it, or when that event cannot be read, the ticket service is
+        requested. Every source that cannot be read gets a log line.
         """
         remembered = self._recent.get(submission_id)
         if remembered is not None:
-            return remembered
+            return Lookup(remembered, conclusive=True)
         if sequence is not None:
-            return await from_stream(
+            try:
+                first = await from_stream(
+                    self.nc,
+                    sequence,
+                    tenant_id=tenant_id,
+                    submission_id=submission_id,
+                    timeout=self.timeout,
+                )
+                return Lookup(first, conclusive=True)
+            except Unreadable as exc:
+                _log_unreadable(exc, submission_id, request_id)
+        try:
+            stored = await from_ticket_service(
                 self.nc,
-                sequence,
                 tenant_id=tenant_id,
                 submission_id=submission_id,
                 timeout=self.timeout,
                 request_id=request_id,
             )
-        return await from_ticket_service(
-            self.nc,
-            tenant_id=tenant_id,
-            submission_id=submission_id,
-            timeout=self.timeout,
-            request_id=request_id,
-        )
+        except Unreadable as exc:
+            _log_unreadable(exc, submission_id, request_id)
+            return Lookup(None, conclusive=False)
+        return Lookup(stored, conclusive=True)
 
 
 async def from_stream(
@@ -128,35 +159,31 @@ async def from_stream(
     tenant_id: str,
     submission_id: str,
     timeout: float,
-    request_id: str,
-) -> AcceptedForm | None:
+) -> AcceptedForm:
     """Read the event at `sequence` of the ticket stream, which JetStream
     named as the first publish of this form.
 
-    Returns None, with a log line, when the event cannot be read or is not
-    this tenant's event of this form.
+    Raises `Unreadable` when the event cannot be read or is not this
+    tenant's event of this form.
     """
     if sequence <= 0:
-        return None
+        raise Unreadable("stream_sequence_missing", f"sequence {sequence}")
     try:
         stored = await nc.jetstream(timeout=timeout).get_msg(
             subjects.TICKET_STREAM, seq=sequence
         )
     except (nats.errors.Error, nats.js.errors.Error) as exc:
-        _not_found("stream_read_failed", repr(exc), submission_id, request_id)
-        return None
+        raise Unreadable("stream_read_failed", repr(exc)) from None
     payload = stored.data or b""
     try:
         event = msgspec.json.decode(payload, type=events.TicketSubmitted)
     except json_errors.UNDECODABLE as exc:
         problem = json_errors.explain_decode_error(payload, exc).message
-        _not_found("stream_event_invalid", problem, submission_id, request_id)
-        return None
+        raise Unreadable("stream_event_invalid", problem) from None
     data = event.data
     if data.submission_id != submission_id or data.tenant_id != tenant_id:
-        _not_found("stream_event_of_other_form", "", submission_id, request_id)
-        return None
-    return _accepted(data)
+        raise Unreadable("stream_event_of_other_form", f"sequence {sequence}")
+    return accepted_form_of(data, submission_id)
 
 
 async def from_ticket_service(
@@ -167,10 +194,10 @@ async def from_ticket_service(
     timeout: float,
     request_id: str,
 ) -> AcceptedForm | None:
-    """Ask the ticket service for the ticket stored from this form.
+    """Request the ticket stored from this form from the ticket service.
 
-    Returns None when there is none yet, and, with a log line, when the
-    request fails.
+    Returns None when there is none yet. Raises `Unreadable` when the request
+    fails or the reply does not fit the form.
     """
     try:
         reply = await request(
@@ -182,26 +209,39 @@ async def from_ticket_service(
             headers={REQUEST_ID_HEADER: request_id},
         )
     except DependencyUnavailable as exc:
-        _not_found(exc.reason, exc.detail, submission_id, request_id)
+        raise Unreadable(exc.reason, exc.detail) from None
+    if reply.submission is None:
         return None
-    return None if reply.submission is None else _accepted(reply.submission)
+    return accepted_form_of(reply.submission, submission_id)
 
 
-def _accepted(
+def accepted_form_of(
     ticket: events.TicketSubmittedData | messages.StoredSubmission,
+    submission_id: str,
 ) -> AcceptedForm:
+    """Return the accepted form that a stored event or ticket describes.
+
+    Raises `Unreadable` when its reference is not the one that follows from
+    `submission_id`, because then it describes another form.
+    """
+    try:
+        expected = reference.for_submission(uuid.UUID(submission_id))
+    except ValueError:
+        raise Unreadable("submission_id_invalid", submission_id) from None
+    if ticket.reference != expected:
+        raise Unreadable("reference_mismatch", f"got {ticket.reference[:40]!r}")
     values = {name: getattr(ticket, name) for name in submission.FIELDS}
-    return AcceptedForm(reference=ticket.reference, values_digest=values_digest(values))
+    return AcceptedForm(reference=expected, values_digest=values_digest(values))
 
 
-def _not_found(reason: str, detail: str, submission_id: str, request_id: str) -> None:
+def _log_unreadable(exc: Unreadable, submission_id: str, request_id: str) -> None:
     logger.warning(
-        "accepted form not readable, post treated as new: %s %s",
-        reason,
-        detail,
+        "accepted form not readable: %s %s",
+        exc.reason,
+        exc.detail,
         extra={
             "event": "accepted_form_unreadable",
-            "reason": reason,
+            "reason": exc.reason,
             "submission_id": submission_id,
             "request_id": request_id,
         },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Literal, NamedTuple
 
 import nats.errors
@@ -63,12 +64,51 @@ async def publish_submission(
     return result
 
 
+DUPLICATE_IN_PROCESS = 10158
+"""JetStream's error code for a `Nats-Msg-Id` whose first publish a
+replicated stream is still storing ("duplicate message id is in process")."""
+
+RETRY_PAUSE_SECONDS = 0.01
+"""Pause before publishing again a repeat that JetStream could not judge yet."""
+
+
 async def _publish(
     nc: Client, event: events.TicketSubmitted, *, timeout: float, request_id: str
 ) -> Published:
     payload = messages.ENCODER.encode(event)
     if len(payload) > nc.max_payload:
         raise PayloadTooLarge(len(payload), nc.max_payload)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return await _publish_once(
+                nc,
+                event,
+                payload,
+                timeout=deadline - loop.time(),
+                request_id=request_id,
+            )
+        except nats.js.errors.APIError as exc:
+            # A replicated stream rejects a repeat that arrives while it still
+            # stores the first publish. Once stored, the repeat is reported as
+            # a duplicate, with the first event's sequence.
+            in_process = exc.err_code == DUPLICATE_IN_PROCESS
+            if not in_process or deadline - loop.time() <= RETRY_PAUSE_SECONDS:
+                raise PublishFailed("api_error", str(exc)) from None
+            await asyncio.sleep(RETRY_PAUSE_SECONDS)
+
+
+async def _publish_once(
+    nc: Client,
+    event: events.TicketSubmitted,
+    payload: bytes,
+    *,
+    timeout: float,
+    request_id: str,
+) -> Published:
+    """Publish once; raises `PublishFailed` or `PayloadTooLarge` for every
+    error except JetStream's API errors, which the caller sorts out."""
     try:
         ack = await nc.jetstream(timeout=timeout).publish(
             subjects.ticket_submitted(event.data.tenant_id),
@@ -83,12 +123,12 @@ async def _publish(
         raise PublishFailed("no_stream", "no stream answered") from None
     except nats.errors.TimeoutError:
         raise PublishFailed(
-            "timeout", f"no acknowledgement after {timeout} s"
+            "timeout", f"no acknowledgement after {timeout:.3g} s"
         ) from None
     except nats.errors.MaxPayloadError:
         raise PayloadTooLarge(len(payload), nc.max_payload) from None
-    except nats.js.errors.APIError as exc:
-        raise PublishFailed("api_error", str(exc)) from None
+    except nats.js.errors.APIError:
+        raise
     except nats.errors.Error as exc:
         raise PublishFailed("disconnected", repr(exc)) from None
     return Published(sequence=ack.seq, duplicate=bool(ack.duplicate))

@@ -20,7 +20,7 @@ from services.gateway import (
     origin_check,
     submission,
 )
-from services.gateway.accepted_form import AcceptedForms
+from services.gateway.accepted_form import AcceptedForm, AcceptedForms
 from services.gateway.directory import Directory, Rejected, Reporter
 from services.gateway.duplicate_window import DuplicateWindow
 from services.gateway.pages import TEMPLATES, Pages, human_size
@@ -264,19 +264,29 @@ async def _repeated_post(
     *,
     sequence: int | None = None,
 ) -> Response[bytes] | None:
-    """Respond to a post of a form that was already accepted, without publishing:
-    the same values redirect to the same confirmation, other values get 409.
-    Returns None when no accepted form is found (`AcceptedForms.find`).
-    """
+    """Respond to a post of a form that was already accepted, without publishing.
+    Returns None when no accepted form is found (`AcceptedForms.find`)."""
     forms: AcceptedForms = state.accepted_forms
-    accepted = await forms.find(
+    found = await forms.find(
         tenant_id=context.tenant_id,
         submission_id=context.submission_id,
         request_id=request_id,
         sequence=sequence,
     )
-    if accepted is None:
+    if found.form is None:
         return None
+    return _answer_repeat(state, context, values, found.form, request_id)
+
+
+def _answer_repeat(
+    state: State,
+    context: form_token.FormContext,
+    values: dict[str, str],
+    accepted: AcceptedForm,
+    request_id: str,
+) -> Response[bytes]:
+    """Redirect a repeat with the same values to the same confirmation, and
+    reject one with other values (409)."""
     changed = accepted.differs_from(values)
     logger.info(
         "form posted again",
@@ -338,11 +348,20 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
     # A repeat of a young form is caught by the publish below, which JetStream
     # reports as a duplicate; only older forms are looked up first.
     window: DuplicateWindow = state.duplicate_window
+    forms: AcceptedForms = state.accepted_forms
     looked_up = not await window.covers(context.first_rendered_at)
+    # Without a conclusive lookup, an older form may have been accepted
+    # before, so its publish below may not be the first one.
+    first_for_sure = True
     if looked_up:
-        repeated = await _repeated_post(state, context, values, request_id)
-        if repeated is not None:
-            return repeated
+        earlier = await forms.find(
+            tenant_id=context.tenant_id,
+            submission_id=context.submission_id,
+            request_id=request_id,
+        )
+        if earlier.form is not None:
+            return _answer_repeat(state, context, values, earlier.form, request_id)
+        first_for_sure = earlier.conclusive
 
     async def answer_to_repeat() -> Response[bytes] | None:
         # A check below may reject a young form that was accepted before;
@@ -480,8 +499,8 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
     if not duplicate:
         # Only the post that JetStream took first counts against the limits.
         await limiter.count_submission(fresh.tenant_id, fresh.personnel_number)
-        forms: AcceptedForms = state.accepted_forms
-        forms.remember(fresh.submission_id, event.data.reference, values)
+        if first_for_sure:
+            forms.remember(fresh.submission_id, event.data.reference, values)
     return _confirmation_redirect(
         settings, event.data.reference, fresh.language, fresh.tenant_id
     )

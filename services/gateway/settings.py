@@ -82,13 +82,16 @@ class GatewaySettings:
     @property
     def state_ttl_seconds(self) -> float:
         """TTL of the key-value bucket: long enough for the longest block
-        plus its window, for a submission window, and for a form's life."""
+        plus its window, and for a submission window.
+
+        The bucket keeps its TTL from when it was created, so a bucket made
+        by an older release keeps entries for at least a form's life.
+        """
         limits = self.rate_limits
         return float(
             max(
                 limits.backoff_max_seconds + limits.failure_window_seconds,
                 limits.submission_window_seconds,
-                self.form_ttl_seconds,
             )
             + 60
         )

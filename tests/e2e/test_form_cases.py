@@ -9,12 +9,10 @@ its tenant, and the ticket service stores nothing that is not on the stream.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import html
 import json
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -34,11 +32,11 @@ from tests.helpers import (
     TenantFixture,
     form_token,
     open_link,
+    wait_until_consumed,
 )
 
 STREAM = subjects.TICKET_STREAM
 CONSUMER = subjects.TICKET_STORE_CONSUMER
-CONSUMER_TIMEOUT = 15.0
 MAX_BODY_BYTES = 262_144
 """The gateway's default `GATEWAY_MAX_BODY_BYTES`, which the test stack keeps."""
 MAX_BODY_TEXT = "256 KB"
@@ -112,31 +110,6 @@ async def event_data(js: JetStreamContext, tenant: TenantFixture) -> dict[str, A
 async def events_on_subject(js: JetStreamContext, tenant: TenantFixture) -> int:
     info = await js.stream_info(STREAM, subjects_filter=subject_of(tenant))
     return (info.state.subjects or {}).get(subject_of(tenant), 0)
-
-
-async def wait_until_consumed(js: JetStreamContext, sequence: int = 0) -> None:
-    """Wait until the ticket service acknowledged every submission on the
-    stream, and at least up to stream sequence `sequence`.
-
-    The consumer acknowledges a message only after its transaction
-    committed, so afterwards the database contains whatever it will store.
-    """
-    deadline = time.monotonic() + CONSUMER_TIMEOUT
-    while True:
-        info = await js.consumer_info(STREAM, CONSUMER)
-        delivered = info.delivered.stream_seq if info.delivered else 0
-        if (
-            delivered >= sequence
-            and info.num_pending == 0
-            and info.num_ack_pending == 0
-        ):
-            return
-        assert time.monotonic() < deadline, (
-            f"the ticket consumer did not catch up within {CONSUMER_TIMEOUT} s:"
-            f" delivered up to {delivered} of {sequence},"
-            f" {info.num_pending} pending, {info.num_ack_pending} unacknowledged"
-        )
-        await asyncio.sleep(0.1)
 
 
 async def assert_nothing_stored(

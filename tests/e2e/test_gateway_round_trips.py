@@ -30,7 +30,14 @@ from services.gateway import form_token
 from services.gateway.duplicate_window import SAFETY_SHARE, DuplicateWindow
 from shared import subjects
 from shared.embedded import free_port
-from tests.helpers import LINK_PATH, VALID_FIELDS, Admin, TenantFixture, open_link
+from tests.helpers import (
+    LINK_PATH,
+    VALID_FIELDS,
+    Admin,
+    TenantFixture,
+    open_link,
+    wait_until_consumed,
+)
 from tests.helpers import form_token as page_token
 
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -262,6 +269,71 @@ def test_old_form_accepted_while_ticket_service_down(
         assert unreadable["reason"] == "no_responders"
     running_stack.start("ticket")
     [ticket] = admin.wait_for_tickets(tenant.id, 1)
+    assert ticket["subject"] == VALID_FIELDS["subject"]
+
+
+async def test_unreadable_first_event_asks_ticket_service(
+    gateway: httpx.Client,
+    other: httpx.Client,
+    tenant: TenantFixture,
+    admin: Admin,
+    nats_url: str,
+) -> None:
+    token = open_token(gateway, tenant)
+    first = post(gateway, token)
+    assert first.status_code == 303
+    admin.wait_for_tickets(tenant.id, 1)
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        event = await js.get_last_msg(
+            subjects.TICKET_STREAM, subjects.ticket_submitted(tenant.id)
+        )
+        await js.delete_msg(subjects.TICKET_STREAM, event.seq)
+    finally:
+        await nc.close()
+
+    changed = post(other, token, subject="Ein anderer Betreff")
+
+    assert changed.status_code == 409
+    assert reference_of(first) in changed.text
+
+
+async def test_unsure_accept_not_remembered(
+    running_stack: Stack,
+    gateway: httpx.Client,
+    other: httpx.Client,
+    tenant: TenantFixture,
+    admin: Admin,
+    form_key: bytes,
+    nats_url: str,
+) -> None:
+    """A post of an old form that no source could check is published, but the
+    replica does not take it for the accepted form."""
+    token = aged(form_key, open_token(gateway, tenant))
+    assert post(other, token).status_code == 303
+    admin.wait_for_tickets(tenant.id, 1)
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    config = (await js.stream_info(subjects.TICKET_STREAM)).config
+    try:
+        # Past the window, JetStream no longer drops the second publish.
+        await js.update_stream(config.evolve(duplicate_window=1.0))
+        await asyncio.sleep(1.5)
+        running_stack.services["ticket"].stop()
+        assert post(gateway, token, subject="Ein anderer Betreff").status_code == 303
+        running_stack.start("ticket")
+        await wait_until_consumed(js)
+    finally:
+        await js.update_stream(config)
+        await nc.close()
+
+    same = post(gateway, token)
+    changed = post(gateway, token, subject="Ein anderer Betreff")
+
+    assert same.status_code == 303
+    assert changed.status_code == 409
+    [ticket] = admin.list_tickets(tenant.id)
     assert ticket["subject"] == VALID_FIELDS["subject"]
 
 

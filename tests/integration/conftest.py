@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import nats
+import nats.errors
 import pytest
+from nats.js.api import StorageType, StreamConfig
 
 from services.ticket import repository
 from shared.database import create_pool, migrate
-from shared.embedded import EmbeddedNats
+from shared.embedded import EmbeddedNats, EmbeddedNatsCluster
 
 
 @pytest.fixture
@@ -46,3 +51,45 @@ async def ticket_pool(own_database: str) -> AsyncIterator[asyncpg.Pool]:
         yield pool
     finally:
         await pool.close()
+
+
+async def wait_for_replicated_stream(servers: list[str], timeout: float) -> None:
+    """Create and delete a stream with three replicas, retrying until `timeout`.
+
+    This shows that the cluster places a replicated stream before any
+    service relies on it.
+    """
+    config = StreamConfig(
+        name="CLUSTER_PROBE",
+        subjects=["cluster-probe.>"],
+        storage=StorageType.MEMORY,
+        num_replicas=3,
+    )
+    deadline = time.monotonic() + timeout
+    nc = await nats.connect(servers=servers, connect_timeout=2)
+    try:
+        js = nc.jetstream(timeout=2.0)
+        while True:
+            try:
+                await js.add_stream(config)
+                break
+            except nats.errors.Error as exc:
+                if time.monotonic() > deadline:
+                    msg = f"no stream with 3 replicas after {timeout:.0f} s: {exc!r}"
+                    raise AssertionError(msg) from exc
+                await asyncio.sleep(0.2)
+        await js.delete_stream("CLUSTER_PROBE")
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+async def nats_cluster(tmp_path: Path) -> AsyncIterator[EmbeddedNatsCluster]:
+    """Three nats-servers in one JetStream cluster, for this test alone."""
+    cluster = EmbeddedNatsCluster(tmp_path / "nats", size=3, name="linkdesk-test")
+    await asyncio.to_thread(cluster.start)
+    try:
+        await wait_for_replicated_stream(cluster.urls, timeout=30.0)
+        yield cluster
+    finally:
+        await asyncio.to_thread(cluster.stop)

@@ -39,7 +39,6 @@ import nats
 import nats.errors
 import pytest
 from nats.aio.client import Client
-from nats.js.api import StorageType, StreamConfig
 
 from linkdesk.processes import SERVICES, Stack
 from services.gateway import form_token
@@ -85,7 +84,6 @@ TICKET_ACK_WAIT_SECONDS = "10"
 """Shorter than the default of 30 s, so the killed replica's messages come
 back sooner and the test ends sooner."""
 
-PROBE_STREAM = "SCALE_OUT_PROBE"
 
 ADMIN_TOKEN = secrets.token_urlsafe(32)
 FORM_KEY = secrets.token_urlsafe(32)
@@ -288,33 +286,6 @@ async def nats_client(servers: list[str]) -> AsyncIterator[Client]:
         await nc.close()
 
 
-async def wait_for_replicated_stream(servers: list[str], timeout: float) -> None:
-    """Create and delete a stream with three replicas, retrying until `timeout`.
-
-    This shows that the cluster places a replicated stream before any
-    service relies on it.
-    """
-    config = StreamConfig(
-        name=PROBE_STREAM,
-        subjects=["scale-out-probe.>"],
-        storage=StorageType.MEMORY,
-        num_replicas=3,
-    )
-    deadline = time.monotonic() + timeout
-    async with nats_client(servers) as nc:
-        js = nc.jetstream(timeout=2.0)
-        while True:
-            try:
-                await js.add_stream(config)
-                break
-            except nats.errors.Error as exc:
-                if time.monotonic() > deadline:
-                    msg = f"no stream with 3 replicas after {timeout:.0f} s: {exc!r}"
-                    raise AssertionError(msg) from exc
-                await asyncio.sleep(0.2)
-        await js.delete_stream(PROBE_STREAM)
-
-
 async def stream_leader(servers: list[str]) -> str:
     """Return the server name of the ticket stream's leader, such as `n2`."""
     async with nats_client(servers) as nc:
@@ -432,17 +403,6 @@ def inject_failures(
 
 
 # --- the test -----------------------------------------------------------------
-
-
-@pytest.fixture
-async def nats_cluster(tmp_path: Path) -> AsyncIterator[EmbeddedNatsCluster]:
-    cluster = EmbeddedNatsCluster(tmp_path / "nats", size=3, name="linkdesk-test")
-    await asyncio.to_thread(cluster.start)
-    try:
-        await wait_for_replicated_stream(cluster.urls, timeout=30.0)
-        yield cluster
-    finally:
-        await asyncio.to_thread(cluster.stop)
 
 
 def start_replicated(stack: Stack) -> None:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import nats
 import pytest
 from nats.aio.client import Client
 
-from services.gateway.accepted_form import AcceptedForms, values_digest
+from services.gateway.accepted_form import (
+    AcceptedForms,
+    Unreadable,
+    accepted_form_of,
+    values_digest,
+)
+from shared import messages, reference
 
 VALUES = {
     "category": "IT",
@@ -61,10 +68,11 @@ async def test_remembered_form_found_without_asking(nc: Client) -> None:
 
     found = await forms.find(tenant_id="t", submission_id="s-1", request_id="r")
 
-    assert found is not None
-    assert found.reference == "T-7KQ2X-M9R4P"
-    assert not found.differs_from({**VALUES, "urgency": "normal"})
-    assert found.differs_from({**VALUES, "subject": "Scanner"})
+    assert found.conclusive
+    assert found.form is not None
+    assert found.form.reference == "T-7KQ2X-M9R4P"
+    assert not found.form.differs_from({**VALUES, "urgency": "normal"})
+    assert found.form.differs_from({**VALUES, "subject": "Scanner"})
 
 
 async def test_oldest_form_forgotten_beyond_capacity(nc: Client) -> None:
@@ -77,6 +85,46 @@ async def test_oldest_form_forgotten_beyond_capacity(nc: Client) -> None:
     forgotten = await forms.find(tenant_id="t", submission_id="s-0", request_id="r")
     kept = await forms.find(tenant_id="t", submission_id="s-2", request_id="r")
 
-    assert forgotten is None
-    assert kept is not None
-    assert kept.reference == "T-2"
+    assert forgotten.form is None
+    assert kept.form is not None
+    assert kept.form.reference == "T-2"
+
+
+def stored(submission_id: uuid.UUID, **changes: str) -> messages.StoredSubmission:
+    fields = {
+        "reference": reference.for_submission(submission_id),
+        "category": "IT",
+        "subject": "Drucker",
+        "description": "Kein Papier",
+        "location": "",
+        "urgency": "normal",
+        **changes,
+    }
+    return messages.StoredSubmission(**fields)
+
+
+def test_stored_ticket_compared_by_values() -> None:
+    submission_id = uuid.uuid4()
+
+    form = accepted_form_of(stored(submission_id), str(submission_id))
+
+    assert form.reference == reference.for_submission(submission_id)
+    assert not form.differs_from(VALUES)
+    assert form.differs_from({**VALUES, "description": "Kein Toner"})
+
+
+def test_reference_of_other_form_unreadable() -> None:
+    submission_id = uuid.uuid4()
+    other = stored(submission_id, reference=reference.for_submission(uuid.uuid4()))
+
+    with pytest.raises(Unreadable) as raised:
+        accepted_form_of(other, str(submission_id))
+
+    assert raised.value.reason == "reference_mismatch"
+
+
+def test_invalid_submission_id_unreadable() -> None:
+    with pytest.raises(Unreadable) as raised:
+        accepted_form_of(stored(uuid.uuid4()), "not-a-uuid")
+
+    assert raised.value.reason == "submission_id_invalid"
