@@ -39,6 +39,7 @@ from bench.system import System, free_port, rss_mb
 from services.gateway import form_token, submission
 from shared import messages, subjects
 from shared.messaging import REQUEST_ID_HEADER
+from shared.settings import env_switch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -243,9 +244,11 @@ def post_bodies_step(
     return row
 
 
-async def consumer_idle(nats_url: str, max_seconds: float) -> float:
-    """Wait until the ticket consumer has nothing pending; return the wait."""
-    nc = await nats.connect(nats_url)
+async def ticket_service_idle(system: System, max_seconds: float) -> float:
+    """Wait until the ticket consumer has nothing pending and the outbox relay
+    has sent every event, so that one step's work does not spill into the
+    next; return the wait."""
+    nc = await nats.connect(system.nats.url)
     js = nc.jetstream()
     started = time.monotonic()
     try:
@@ -258,6 +261,19 @@ async def consumer_idle(nats_url: str, max_seconds: float) -> float:
             await asyncio.sleep(0.2)
     finally:
         await nc.close()
+    if not env_switch("TICKET_OUTBOX_RELAY", True):
+        return time.monotonic() - started
+    connection = await asyncpg.connect(system.postgres.url)
+    try:
+        while time.monotonic() - started < max_seconds:
+            unsent = await connection.fetchval(
+                "SELECT count(*) FROM ticket.outbox WHERE sent_at IS NULL"
+            )
+            if unsent == 0:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await connection.close()
     return time.monotonic() - started
 
 
@@ -266,7 +282,7 @@ async def accepted_to_stored(
 ) -> dict[str, object]:
     """Post forms at `rate` per second for `seconds`, open loop, and measure
     each ticket's time from acceptance until its row was committed."""
-    await consumer_idle(system.nats.url, 300)
+    await ticket_service_idle(system, 300)
     count = max(5, int(rate * seconds))
     bodies = form_bodies(system, count)
     url = f"{system.stack.url('gateway')}/public/tickets"
@@ -295,14 +311,14 @@ async def stored_delays(
 ) -> dict[str, float | int | None]:
     """Wait until the ticket consumer is idle, then return the acceptance to
     commit delays of the tickets submitted from `since` until `until`."""
-    await consumer_idle(system.nats.url, 120)
+    await ticket_service_idle(system, 120)
     return await commit_delay.commit_delays(system.postgres.url, since, until)
 
 
 async def backlog_drain(system: System, count: int) -> dict[str, object]:
     """Publish `count` submissions with the ticket service stopped, start it,
     and time until its consumer has stored them all (at most 600 s)."""
-    await consumer_idle(system.nats.url, 300)
+    await ticket_service_idle(system, 300)
     system.stack.stop("ticket")
     context = form_token.verify(system.form_key, system.fetch_form_token())
     nc = await nats.connect(system.nats.url)

@@ -134,9 +134,14 @@ class OutboxRelay:
             # A mark lost in a crash of PostgreSQL only publishes its row again,
             # which JetStream drops by its Nats-Msg-Id, so the round's commit
             # need not wait for the disk. The consumer's commits still do.
+            # The outbox grows fast while a backlog drains, and a generic plan
+            # made while it was small scans the whole table on every round,
+            # so the round's statements are planned for their own arguments.
             if not await connection.fetchval(
                 "SELECT pg_try_advisory_xact_lock($1)"
-                " AND set_config('synchronous_commit', 'off', true) = 'off'",
+                " AND set_config('synchronous_commit', 'off', true) = 'off'"
+                " AND set_config('plan_cache_mode', 'force_custom_plan', true)"
+                " = 'force_custom_plan'",
                 _RELAY_LOCK,
             ):
                 return 0, False
