@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 import time
 import uuid
@@ -15,7 +16,7 @@ from nats.js import JetStreamContext
 
 from linkdesk.links import build_link
 from linkdesk.processes import Stack
-from shared import subjects
+from shared import events, reference, subjects
 
 TOKEN_FIELD = re.compile(r'name="form_token" value="([^"]+)"')
 
@@ -187,3 +188,28 @@ async def wait_until_consumed(js: JetStreamContext, sequence: int = 0) -> None:
             f" {info.num_pending} pending, {info.num_ack_pending} unacknowledged"
         )
         await asyncio.sleep(0.1)
+
+
+def submitted_event(tenant_id: str, **fields: Any) -> events.TicketSubmitted:
+    """Return a submitted event of a new form as the gateway builds it, with
+    test values that `fields` may replace."""
+    submission_id = uuid.uuid4()
+    now = dt.datetime.now(dt.UTC)
+    values: dict[str, Any] = {
+        "personnel_number": "004711",
+        "reporter_name": "Jörg Bäcker",
+        "category": "IT",
+        "subject": "Drucker",
+        "description": "Kein Papier",
+        **fields,
+    }
+    data = events.TicketSubmittedData(
+        submission_id=str(submission_id),
+        reference=reference.for_submission(submission_id),
+        tenant_id=tenant_id,
+        submitted_at=now,
+        **values,
+    )
+    return events.TicketSubmitted(
+        id=str(submission_id), time=now, subject=data.reference, data=data
+    )

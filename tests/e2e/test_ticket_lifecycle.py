@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import re
 import time
-import uuid
 from typing import Any
 
 import httpx
@@ -18,9 +17,16 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from linkdesk import cli
 from linkdesk.processes import Stack
-from shared import events, messages, reference, subjects
+from shared import events, messages, subjects
 from tests.conftest import ADMIN_TOKEN
-from tests.helpers import Admin, TenantFixture, form_token, open_link, post_form
+from tests.helpers import (
+    Admin,
+    TenantFixture,
+    form_token,
+    open_link,
+    post_form,
+    submitted_event,
+)
 
 NUMBER = re.compile(r"^\d{4}-\d{6}$")
 
@@ -29,26 +35,8 @@ async def publish_submission(
     nc: Client, tenant_id: str, **fields: Any
 ) -> events.TicketSubmitted:
     """Publish a submitted event as the gateway would, and return it."""
-    submission_id = uuid.uuid4()
-    now = dt.datetime.now(dt.UTC)
-    values: dict[str, Any] = {
-        "personnel_number": "004711",
-        "reporter_name": "Jörg Bäcker",
-        "category": "IT",
-        "subject": "Drucker",
-        "description": "Kein Papier",
-        **fields,
-    }
-    data = events.TicketSubmittedData(
-        submission_id=str(submission_id),
-        reference=reference.for_submission(submission_id),
-        tenant_id=tenant_id,
-        submitted_at=now,
-        **values,
-    )
-    event = events.TicketSubmitted(
-        id=str(submission_id), time=now, subject=data.reference, data=data
-    )
+    event = submitted_event(tenant_id, **fields)
+    data = event.data
     await nc.jetstream().publish(
         subjects.ticket_submitted(tenant_id),
         messages.ENCODER.encode(event),

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,28 +17,14 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from linkdesk.processes import ServiceProcess, Stack
 from services.ticket.outbox import EXIT_CODE_AFTER_PUBLISH
-from shared import events, messages, reference, subjects
-from tests.helpers import Admin, TenantFixture
+from shared import messages, subjects
+from tests.helpers import Admin, TenantFixture, submitted_event
 
 
 async def publish_submission(nc: Client, tenant_id: str) -> str:
     """Publish a submission as the gateway would; return its submission id."""
-    submission_id = uuid.uuid4()
-    now = dt.datetime.now(dt.UTC)
-    data = events.TicketSubmittedData(
-        submission_id=str(submission_id),
-        reference=reference.for_submission(submission_id),
-        tenant_id=tenant_id,
-        personnel_number="004711",
-        reporter_name="Jörg Bäcker",
-        category="IT",
-        subject="Outbox",
-        description="Absturz",
-        submitted_at=now,
-    )
-    event = events.TicketSubmitted(
-        id=str(submission_id), time=now, subject=data.reference, data=data
-    )
+    event = submitted_event(tenant_id, subject="Outbox", description="Absturz")
+    data = event.data
     await nc.jetstream().publish(
         subjects.ticket_submitted(tenant_id),
         messages.ENCODER.encode(event),

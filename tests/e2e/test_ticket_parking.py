@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import secrets
 import time
 import uuid
@@ -19,34 +18,17 @@ from nats.aio.client import Client
 from linkdesk import cli
 from linkdesk.processes import Stack
 from services.ticket import replay
-from shared import events, messages, reference, subjects
+from shared import events, messages, subjects
 from tests.conftest import ADMIN_TOKEN
-from tests.helpers import Admin, TenantFixture
+from tests.helpers import Admin, TenantFixture, submitted_event
 
 PARK_AFTER = 5
 """TICKET_PARK_AFTER_DELIVERIES of the session's ticket service (the default)."""
 
 
 def submission(tenant_id: str, **fields: Any) -> events.TicketSubmitted:
-    submission_id = uuid.uuid4()
-    now = dt.datetime.now(dt.UTC)
-    values: dict[str, Any] = {
-        "personnel_number": "004711",
-        "reporter_name": "Jörg Bäcker",
-        "category": "IT",
-        "subject": "Heizung",
-        "description": "Kalt",
-        **fields,
-    }
-    data = events.TicketSubmittedData(
-        submission_id=str(submission_id),
-        reference=reference.for_submission(submission_id),
-        tenant_id=tenant_id,
-        submitted_at=now,
-        **values,
-    )
-    return events.TicketSubmitted(
-        id=str(submission_id), time=now, subject=data.reference, data=data
+    return submitted_event(
+        tenant_id, **{"subject": "Heizung", "description": "Kalt", **fields}
     )
 
 

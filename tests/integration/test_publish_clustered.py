@@ -3,37 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import uuid
 
 import nats
 import pytest
 
 from services.gateway.publisher import Published, publish_submission
-from shared import events, reference, streams
+from shared import streams
 from shared.embedded import EmbeddedNatsCluster
+from tests.helpers import submitted_event
 
 POSTS_AT_ONCE = 4
 FORMS = 20
-
-
-def submitted(tenant_id: str) -> events.TicketSubmitted:
-    submission_id = uuid.uuid4()
-    now = dt.datetime.now(dt.UTC)
-    data = events.TicketSubmittedData(
-        submission_id=str(submission_id),
-        reference=reference.for_submission(submission_id),
-        tenant_id=tenant_id,
-        personnel_number="004711",
-        reporter_name="Jörg Bäcker",
-        category="IT",
-        subject="Drucker",
-        description="Kein Papier",
-        submitted_at=now,
-    )
-    return events.TicketSubmitted(
-        id=str(submission_id), time=now, subject=data.reference, data=data
-    )
 
 
 async def test_posts_at_once_one_stored_rest_duplicates(
@@ -47,7 +28,7 @@ async def test_posts_at_once_one_stored_rest_duplicates(
         await streams.ensure_ticket_stream(nc.jetstream(timeout=10.0))
         tenant_id = str(uuid.uuid4())
         for _ in range(FORMS):
-            event = submitted(tenant_id)
+            event = submitted_event(tenant_id)
             results: list[Published] = await asyncio.gather(
                 *(
                     publish_submission(nc, event, timeout=5.0, request_id="r")
