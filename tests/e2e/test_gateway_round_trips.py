@@ -122,6 +122,20 @@ def logged(path: Path, event: str, submission_id: str) -> list[dict[str, Any]]:
     return records
 
 
+def assert_repeats_answered(
+    gateway: httpx.Client, token: str, first: httpx.Response
+) -> None:
+    """Post `token` again to `gateway`, with the values of `first` and with
+    another subject, and check the confirmation and the 409."""
+    same = post(gateway, token)
+    changed = post(gateway, token, subject="Ein anderer Betreff")
+
+    assert same.status_code == 303
+    assert same.headers["location"] == first.headers["location"]
+    assert changed.status_code == 409
+    assert reference_of(first) in changed.text
+
+
 @pytest.fixture(scope="module")
 def replica(stack: Stack, work_dir: Path) -> Iterator[ServiceProcess]:
     """A second gateway replica, which accepts none of the first one's forms."""
@@ -179,12 +193,8 @@ def test_old_form_repeat_looked_up_before_publish(
     old = aged(form_key, token)
     before = duplicates(stack.url("gateway"))
 
-    same = post(gateway, old)
-    changed = post(gateway, old, subject="Ein anderer Betreff")
+    assert_repeats_answered(gateway, old, first)
 
-    assert same.status_code == 303
-    assert same.headers["location"] == first.headers["location"]
-    assert changed.status_code == 409
     assert duplicates(stack.url("gateway")) == before
 
 
@@ -201,13 +211,8 @@ def test_young_repeat_on_other_replica_read_from_stream(
     duplicates_before = duplicates(replica.url)
     lookups_before = ticket_lookups(replica.url)
 
-    same = post(other, token)
-    changed = post(other, token, subject="Ein anderer Betreff")
+    assert_repeats_answered(other, token, first)
 
-    assert same.status_code == 303
-    assert same.headers["location"] == first.headers["location"]
-    assert changed.status_code == 409
-    assert reference_of(first) in changed.text
     assert duplicates(replica.url) == duplicates_before + 2
     assert ticket_lookups(replica.url) == lookups_before
     [ticket] = admin.wait_for_tickets(tenant.id, 1)
@@ -230,13 +235,8 @@ def test_old_repeat_on_other_replica_asks_ticket_service(
     duplicates_before = duplicates(replica.url)
     lookups_before = ticket_lookups(replica.url)
 
-    same = post(other, old)
-    changed = post(other, old, subject="Ein anderer Betreff")
+    assert_repeats_answered(other, old, first)
 
-    assert same.status_code == 303
-    assert same.headers["location"] == first.headers["location"]
-    assert changed.status_code == 409
-    assert reference_of(first) in changed.text
     assert ticket_lookups(replica.url) == lookups_before + 2
     assert duplicates(replica.url) == duplicates_before
 
