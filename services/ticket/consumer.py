@@ -423,8 +423,11 @@ class SubmissionConsumer:
             elif result is None:
                 await delivery.msg.ack()
                 self.metrics.count_consumed("duplicate")
-                logger.debug(
-                    "submission already stored",
+                # A redelivery after a crash, a replayed parked message or a
+                # form posted again after the duplicate window; operators
+                # need to see which.
+                logger.info(
+                    "submission already stored, message acknowledged",
                     extra={"event": "ticket_duplicate", **delivery.ids},
                 )
             else:

@@ -388,7 +388,7 @@ async def test_concurrent_posts_are_one_ticket(
 
 
 async def test_database_key_drops_republished_event(
-    gateway: httpx.Client, admin: Admin, jetstream: JetStreamContext
+    stack: Stack, gateway: httpx.Client, admin: Admin, jetstream: JetStreamContext
 ) -> None:
     tenant = create_tenant(admin, ["IT"])
     token = open_form(gateway, tenant)
@@ -420,6 +420,13 @@ async def test_database_key_drops_republished_event(
     parked = admin.tickets.get("/admin/parked-messages", params={"limit": 500})
     assert parked.status_code == 200
     assert ack.seq not in {message["stream_sequence"] for message in parked.json()}
+    logged = [
+        json.loads(line)
+        for line in stack.services["ticket"].log_path.read_text().splitlines()
+        if f'"stream_seq": {ack.seq}' in line or f'"stream_seq":{ack.seq}' in line
+    ]
+    assert [record["event"] for record in logged] == ["ticket_duplicate"]
+    assert logged[0]["submission_id"] == ticket["submission_id"]
 
 
 # Size limits
