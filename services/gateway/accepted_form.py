@@ -22,8 +22,9 @@ repeat that the replica does not remember is found this way:
 
 When neither source can be read, the post is treated as new: JetStream's
 duplicate window and the ticket table's unique key on the submission id
-still make it one ticket, and the reporter is shown the confirmation. Such
-a post is not remembered, because it may not be the form's first.
+still make it one ticket, and the reporter is shown the confirmation.
+A replica remembers only forms first rendered within the duplicate window,
+whose first publish JetStream itself tells apart from a repeat.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import NamedTuple
 
 import msgspec
 import nats.errors
@@ -63,15 +63,6 @@ def values_digest(values: Mapping[str, str]) -> bytes:
     return hashlib.sha256(encoded).digest()
 
 
-class Lookup(NamedTuple):
-    """The result of looking for an accepted form."""
-
-    form: AcceptedForm | None
-    conclusive: bool
-    """False when no source could be read, so that a missing form may still
-    have been accepted."""
-
-
 class Unreadable(Exception):
     """A source of accepted forms could not be read or returned an unusable reply."""
 
@@ -92,7 +83,9 @@ class AcceptedForms:
     reads the stream or requests the ticket service for any other.
     """
 
-    def __init__(self, nc: Client, timeout: float, capacity: int = RECENT_FORMS):
+    def __init__(
+        self, nc: Client, timeout: float, capacity: int = RECENT_FORMS
+    ) -> None:
         self.nc = nc
         self.timeout = timeout
         self.capacity = capacity
@@ -101,7 +94,12 @@ class AcceptedForms:
     def remember(
         self, submission_id: str, reference: str, values: Mapping[str, str]
     ) -> None:
-        """Note a form whose event JetStream stored first."""
+        """Note a form whose event JetStream stored first.
+
+        Only JetStream's duplicate window makes that certain, so only forms
+        first rendered within it are to be noted. For an older form, the
+        ticket service may not have stored an earlier post yet.
+        """
         self._recent[submission_id] = AcceptedForm(
             reference=reference, values_digest=values_digest(values)
         )
@@ -115,8 +113,8 @@ class AcceptedForms:
         submission_id: str,
         request_id: str,
         sequence: int | None = None,
-    ) -> Lookup:
-        """Look for the accepted form with this submission id.
+    ) -> AcceptedForm | None:
+        """Return the accepted form with this submission id, or None.
 
         `sequence` is where JetStream stored the form's first event. It is
         known when JetStream reported this post's publish as a duplicate.
@@ -125,21 +123,20 @@ class AcceptedForms:
         """
         remembered = self._recent.get(submission_id)
         if remembered is not None:
-            return Lookup(remembered, conclusive=True)
+            return remembered
         if sequence is not None:
             try:
-                first = await from_stream(
+                return await from_stream(
                     self.nc,
                     sequence,
                     tenant_id=tenant_id,
                     submission_id=submission_id,
                     timeout=self.timeout,
                 )
-                return Lookup(first, conclusive=True)
             except Unreadable as exc:
                 _log_unreadable(exc, submission_id, request_id)
         try:
-            stored = await from_ticket_service(
+            return await from_ticket_service(
                 self.nc,
                 tenant_id=tenant_id,
                 submission_id=submission_id,
@@ -148,8 +145,7 @@ class AcceptedForms:
             )
         except Unreadable as exc:
             _log_unreadable(exc, submission_id, request_id)
-            return Lookup(None, conclusive=False)
-        return Lookup(stored, conclusive=True)
+            return None
 
 
 async def from_stream(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Literal, NamedTuple
 
 import nats.errors
@@ -11,6 +12,8 @@ from nats.aio.client import Client
 
 from shared import events, messages, metrics, subjects
 from shared.messaging import REQUEST_ID_HEADER
+
+logger = logging.getLogger(__name__)
 
 PublishFailure = Literal["no_stream", "timeout", "api_error", "disconnected"]
 
@@ -80,9 +83,10 @@ async def _publish(
         raise PayloadTooLarge(len(payload), nc.max_payload)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    retries = 0
     while True:
         try:
-            return await _publish_once(
+            published = await _publish_once(
                 nc,
                 event,
                 payload,
@@ -96,7 +100,20 @@ async def _publish(
             in_process = exc.err_code == DUPLICATE_IN_PROCESS
             if not in_process or deadline - loop.time() <= RETRY_PAUSE_SECONDS:
                 raise PublishFailed("api_error", str(exc)) from None
+            retries += 1
             await asyncio.sleep(RETRY_PAUSE_SECONDS)
+            continue
+        if retries:
+            logger.info(
+                "repeat published again while its first publish was stored",
+                extra={
+                    "event": "publish_repeated",
+                    "retries": retries,
+                    "submission_id": event.data.submission_id,
+                    "request_id": request_id,
+                },
+            )
+        return published
 
 
 async def _publish_once(

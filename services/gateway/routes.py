@@ -273,9 +273,9 @@ async def _repeated_post(
         request_id=request_id,
         sequence=sequence,
     )
-    if found.form is None:
+    if found is None:
         return None
-    return _answer_repeat(state, context, values, found.form, request_id)
+    return _answer_repeat(state, context, values, found, request_id)
 
 
 def _answer_repeat(
@@ -350,18 +350,14 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
     window: DuplicateWindow = state.duplicate_window
     forms: AcceptedForms = state.accepted_forms
     looked_up = not await window.covers(context.first_rendered_at)
-    # Without a conclusive lookup, an older form may have been accepted
-    # before, so its publish below may not be the first one.
-    first_for_sure = True
     if looked_up:
         earlier = await forms.find(
             tenant_id=context.tenant_id,
             submission_id=context.submission_id,
             request_id=request_id,
         )
-        if earlier.form is not None:
-            return _answer_repeat(state, context, values, earlier.form, request_id)
-        first_for_sure = earlier.conclusive
+        if earlier is not None:
+            return _answer_repeat(state, context, values, earlier, request_id)
 
     async def answer_to_repeat() -> Response[bytes] | None:
         # A check below may reject a young form that was accepted before;
@@ -499,7 +495,9 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
     if not duplicate:
         # Only the post that JetStream took first counts against the limits.
         await limiter.count_submission(fresh.tenant_id, fresh.personnel_number)
-        if first_for_sure:
+        if not looked_up:
+            # An older form's earlier post may not be stored yet, so its
+            # publish may not be the first; it is looked up again next time.
             forms.remember(fresh.submission_id, event.data.reference, values)
     return _confirmation_redirect(
         settings, event.data.reference, fresh.language, fresh.tenant_id

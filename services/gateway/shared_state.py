@@ -158,7 +158,7 @@ class SharedState:
         kv = await js.create_key_value(
             KeyValueConfig(
                 bucket=self.bucket_name,
-                description="linkdesk gateway: rate limits, accepted forms",
+                description="linkdesk gateway: rate limits",
                 history=1,
                 ttl=self.ttl_seconds,
                 replicas=self.replicas,

@@ -337,6 +337,48 @@ async def test_unsure_accept_not_remembered(
     assert ticket["subject"] == VALID_FIELDS["subject"]
 
 
+async def test_old_form_not_remembered_while_store_lags(
+    running_stack: Stack,
+    gateway: httpx.Client,
+    other: httpx.Client,
+    tenant: TenantFixture,
+    admin: Admin,
+    form_key: bytes,
+    nats_url: str,
+) -> None:
+    """While the ticket service cannot store yet, it reports an old form as
+    not stored, so a second text is published too; the replica that posted
+    it must follow the ticket, not its own post."""
+    token = aged(form_key, open_token(gateway, tenant))
+    # The recheck at submit time then comes from each replica's cache.
+    assert open_link(other, tenant.link_query()).status_code == 200
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    config = (await js.stream_info(subjects.TICKET_STREAM)).config
+    try:
+        await js.update_stream(config.evolve(duplicate_window=1.0))
+        # The ticket service asks the tenant service about a tenant it has
+        # not stored for yet, so it stores nothing of it meanwhile.
+        running_stack.services["tenant"].stop()
+        assert post(gateway, token).status_code == 303
+        await asyncio.sleep(1.5)
+        assert post(other, token, subject="Ein anderer Betreff").status_code == 303
+        running_stack.start("tenant")
+        await wait_until_consumed(js)
+    finally:
+        await js.update_stream(config)
+        await nc.close()
+
+    [ticket] = admin.list_tickets(tenant.id)
+    stored = {**VALID_FIELDS, "subject": ticket["subject"]}
+    other_text = "Ein dritter Betreff"
+    same = post(other, token, **stored)
+    changed = post(other, token, **{**stored, "subject": other_text})
+
+    assert same.status_code == 303
+    assert changed.status_code == 409
+
+
 async def test_window_read_from_stream(stack: Stack, nats_url: str) -> None:
     nc = await nats.connect(nats_url)
     try:
