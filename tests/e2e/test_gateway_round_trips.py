@@ -14,7 +14,8 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -23,6 +24,7 @@ import httpx
 import msgspec
 import nats
 import pytest
+from nats.js import JetStreamContext
 from prometheus_client.parser import text_string_to_metric_families
 
 from linkdesk.processes import ServiceProcess, Stack
@@ -104,6 +106,18 @@ def aged(form_key: bytes, token: str) -> str:
     )
 
 
+def accept_form(
+    gateway: httpx.Client, tenant: TenantFixture, admin: Admin
+) -> tuple[str, httpx.Response]:
+    """Open and post a form, and wait until its ticket is stored; return the
+    form token and the answer to the post."""
+    token = open_token(gateway, tenant)
+    first = post(gateway, token)
+    assert first.status_code == 303
+    admin.wait_for_tickets(tenant.id, 1)
+    return token, first
+
+
 def reference_of(answer: httpx.Response) -> str:
     return answer.headers["location"].split("/")[3].split("?")[0]
 
@@ -134,6 +148,21 @@ def assert_repeats_answered(
     assert same.headers["location"] == first.headers["location"]
     assert changed.status_code == 409
     assert reference_of(first) in changed.text
+
+
+@asynccontextmanager
+async def short_duplicate_window(nats_url: str) -> AsyncIterator[JetStreamContext]:
+    """Shrink the ticket stream's duplicate window to 1 s for the block, so
+    that JetStream stores a second publish of one form a second later."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    config = (await js.stream_info(subjects.TICKET_STREAM)).config
+    try:
+        await js.update_stream(config.evolve(duplicate_window=1.0))
+        yield js
+    finally:
+        await js.update_stream(config)
+        await nc.close()
 
 
 @pytest.fixture(scope="module")
@@ -227,10 +256,7 @@ def test_old_repeat_on_other_replica_asks_ticket_service(
     admin: Admin,
     form_key: bytes,
 ) -> None:
-    token = open_token(gateway, tenant)
-    first = post(gateway, token)
-    assert first.status_code == 303
-    admin.wait_for_tickets(tenant.id, 1)
+    token, first = accept_form(gateway, tenant, admin)
     old = aged(form_key, token)
     duplicates_before = duplicates(replica.url)
     lookups_before = ticket_lookups(replica.url)
@@ -279,10 +305,7 @@ async def test_unreadable_first_event_asks_ticket_service(
     admin: Admin,
     nats_url: str,
 ) -> None:
-    token = open_token(gateway, tenant)
-    first = post(gateway, token)
-    assert first.status_code == 303
-    admin.wait_for_tickets(tenant.id, 1)
+    token, first = accept_form(gateway, tenant, admin)
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
@@ -313,20 +336,12 @@ async def test_unsure_accept_not_remembered(
     token = aged(form_key, open_token(gateway, tenant))
     assert post(other, token).status_code == 303
     admin.wait_for_tickets(tenant.id, 1)
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    config = (await js.stream_info(subjects.TICKET_STREAM)).config
-    try:
-        # Past the window, JetStream no longer drops the second publish.
-        await js.update_stream(config.evolve(duplicate_window=1.0))
+    async with short_duplicate_window(nats_url) as js:
         await asyncio.sleep(1.5)
         running_stack.services["ticket"].stop()
         assert post(gateway, token, subject="Ein anderer Betreff").status_code == 303
         running_stack.start("ticket")
         await wait_until_consumed(js)
-    finally:
-        await js.update_stream(config)
-        await nc.close()
 
     same = post(gateway, token)
     changed = post(gateway, token, subject="Ein anderer Betreff")
@@ -352,22 +367,15 @@ async def test_old_form_not_remembered_while_store_lags(
     token = aged(form_key, open_token(gateway, tenant))
     # The recheck at submit time then comes from each replica's cache.
     assert open_link(other, tenant.link_query()).status_code == 200
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    config = (await js.stream_info(subjects.TICKET_STREAM)).config
-    try:
-        await js.update_stream(config.evolve(duplicate_window=1.0))
-        # The ticket service asks the tenant service about a tenant it has
-        # not stored for yet, so it stores nothing of it meanwhile.
+    async with short_duplicate_window(nats_url) as js:
+        # The ticket service checks a tenant it has not stored for yet with
+        # the tenant service, so it stores nothing of it meanwhile.
         running_stack.services["tenant"].stop()
         assert post(gateway, token).status_code == 303
         await asyncio.sleep(1.5)
         assert post(other, token, subject="Ein anderer Betreff").status_code == 303
         running_stack.start("tenant")
         await wait_until_consumed(js)
-    finally:
-        await js.update_stream(config)
-        await nc.close()
 
     [ticket] = admin.list_tickets(tenant.id)
     stored = {**VALID_FIELDS, "subject": ticket["subject"]}
