@@ -20,7 +20,7 @@ from services.gateway import (
     origin_check,
     submission,
 )
-from services.gateway.accepted_form import AcceptedForm, AcceptedForms
+from services.gateway.accepted_form import AcceptedForms
 from services.gateway.directory import Directory, Rejected, Reporter
 from services.gateway.duplicate_window import DuplicateWindow
 from services.gateway.pages import TEMPLATES, Pages, human_size
@@ -264,7 +264,8 @@ async def _repeated_post(
     *,
     sequence: int | None = None,
 ) -> Response[bytes] | None:
-    """Respond to a post of a form that was already accepted, without publishing.
+    """Respond to a post of a form that was already accepted, without publishing:
+    the same values redirect to the same confirmation, other values get 409.
     Returns None when no accepted form is found (`AcceptedForms.find`)."""
     forms: AcceptedForms = state.accepted_forms
     found = await forms.find(
@@ -275,19 +276,7 @@ async def _repeated_post(
     )
     if found is None:
         return None
-    return _answer_repeat(state, context, values, found, request_id)
-
-
-def _answer_repeat(
-    state: State,
-    context: form_token.FormContext,
-    values: dict[str, str],
-    accepted: AcceptedForm,
-    request_id: str,
-) -> Response[bytes]:
-    """Redirect a repeat with the same values to the same confirmation, and
-    reject one with other values (409)."""
-    changed = accepted.differs_from(values)
+    changed = found.differs_from(values)
     logger.info(
         "form posted again",
         extra={
@@ -301,11 +290,11 @@ def _answer_repeat(
     if not changed:
         settings: GatewaySettings = state.settings
         return _confirmation_redirect(
-            settings, accepted.reference, context.language, context.tenant_id
+            settings, found.reference, context.language, context.tenant_id
         )
     pages: Pages = state.pages
     message = i18n.texts(context.language)["already_sent_message"].format(
-        reference=accepted.reference
+        reference=found.reference
     )
     return pages.error(context.language, 409, "already_sent_title", message)
 
@@ -348,16 +337,11 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
     # A repeat of a young form is caught by the publish below, which JetStream
     # reports as a duplicate; only older forms are looked up first.
     window: DuplicateWindow = state.duplicate_window
-    forms: AcceptedForms = state.accepted_forms
     looked_up = not await window.covers(context.first_rendered_at)
     if looked_up:
-        earlier = await forms.find(
-            tenant_id=context.tenant_id,
-            submission_id=context.submission_id,
-            request_id=request_id,
-        )
-        if earlier is not None:
-            return _answer_repeat(state, context, values, earlier, request_id)
+        repeated = await _repeated_post(state, context, values, request_id)
+        if repeated is not None:
+            return repeated
 
     async def answer_to_repeat() -> Response[bytes] | None:
         # A check below may reject a young form that was accepted before;
@@ -496,8 +480,9 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
         # Only the post that JetStream took first counts against the limits.
         await limiter.count_submission(fresh.tenant_id, fresh.personnel_number)
         if not looked_up:
-            # An older form's earlier post may not be stored yet, so its
-            # publish may not be the first; it is looked up again next time.
+            # An older form's earlier post may not be stored yet, so this
+            # publish may not be the first, and its repeats are looked up again.
+            forms: AcceptedForms = state.accepted_forms
             forms.remember(fresh.submission_id, event.data.reference, values)
     return _confirmation_redirect(
         settings, event.data.reference, fresh.language, fresh.tenant_id
