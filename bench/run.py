@@ -247,7 +247,7 @@ def post_bodies_step(
 async def ticket_service_idle(system: System, max_seconds: float) -> float:
     """Wait until the ticket consumer has nothing pending and the outbox relay
     has sent every event, so that one step's work does not spill into the
-    next; return the wait."""
+    next. Return the seconds waited."""
     nc = await nats.connect(system.nats.url)
     js = nc.jetstream()
     started = time.monotonic()

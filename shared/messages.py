@@ -170,7 +170,7 @@ class PersonResolved(Message, frozen=True, kw_only=True):
 
 
 class FindSubmission(Message, frozen=True, kw_only=True):
-    """Ask for the ticket stored from a form, by the form's submission id."""
+    """Request for the ticket stored from a form, by the form's submission id."""
 
     tenant_id: str
     submission_id: str
@@ -191,7 +191,7 @@ SubmissionRejection = Literal["unknown_submission"]
 
 
 class SubmissionFound(Message, frozen=True, kw_only=True):
-    """Reply to `FindSubmission`; `reason` is set when no ticket of that
+    """Reply to `FindSubmission`. `reason` is set when no ticket of that
     tenant was stored from that form (yet)."""
 
     submission: StoredSubmission | None = None

@@ -24,7 +24,8 @@ When neither source can be read, the post is treated as new: JetStream's
 duplicate window and the ticket table's unique key on the submission id
 still make it one ticket, and the reporter is shown the confirmation.
 A replica remembers only forms first rendered within the duplicate window,
-whose first publish JetStream itself tells apart from a repeat.
+because only for those does JetStream itself distinguish the first publish
+from a repeat.
 """
 
 from __future__ import annotations

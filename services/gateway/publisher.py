@@ -105,7 +105,7 @@ async def _publish(
             continue
         if retries:
             logger.info(
-                "repeat published again while its first publish was stored",
+                "repeat published again until JetStream reported it as a duplicate",
                 extra={
                     "event": "publish_repeated",
                     "retries": retries,
@@ -124,8 +124,8 @@ async def _publish_once(
     timeout: float,
     request_id: str,
 ) -> Published:
-    """Publish once; raises `PublishFailed` or `PayloadTooLarge` for every
-    error except JetStream's API errors, which the caller sorts out."""
+    """Publish once. Raises `PublishFailed` or `PayloadTooLarge` for every
+    error except JetStream's API errors, which the caller handles."""
     try:
         ack = await nc.jetstream(timeout=timeout).publish(
             subjects.ticket_submitted(event.data.tenant_id),

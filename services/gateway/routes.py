@@ -335,7 +335,7 @@ async def submit(request: AnyRequest, state: State) -> Response[bytes]:
     if context.preset_location:
         values["location"] = context.preset_location
     # A repeat of a young form is caught by the publish below, which JetStream
-    # reports as a duplicate; only older forms are looked up first.
+    # reports as a duplicate. Only older forms are looked up first.
     window: DuplicateWindow = state.duplicate_window
     looked_up = not await window.covers(context.first_rendered_at)
     if looked_up:

@@ -423,9 +423,9 @@ class SubmissionConsumer:
             elif result is None:
                 await delivery.msg.ack()
                 self.metrics.count_consumed("duplicate")
-                # A redelivery after a crash, a replayed parked message or a
-                # form posted again after the duplicate window; operators
-                # need to see which.
+                # This is a redelivery after a crash, a replayed parked message
+                # or a form posted again after the duplicate window, so
+                # operators see it in the log.
                 logger.info(
                     "submission already stored, message acknowledged",
                     extra={"event": "ticket_duplicate", **delivery.ids},

@@ -1,8 +1,8 @@
 """Answer the gateway's question whether a form was already stored as a ticket.
 
-The gateway asks before it publishes a form rendered longer ago than the
-stream's duplicate window, so that a repeat of it is answered with the first
-ticket's confirmation or a 409 instead of being published again.
+The gateway sends this request before it publishes a form rendered longer
+ago than the stream's duplicate window, so that a repeat of such a form gets
+the first ticket's confirmation or a 409 instead of being published again.
 """
 
 from __future__ import annotations

@@ -109,8 +109,8 @@ def aged(form_key: bytes, token: str) -> str:
 def accept_form(
     gateway: httpx.Client, tenant: TenantFixture, admin: Admin
 ) -> tuple[str, httpx.Response]:
-    """Open and post a form, and wait until its ticket is stored; return the
-    form token and the answer to the post."""
+    """Open and post a form, and wait until its ticket is stored. Return the
+    form token and the response to the post."""
     token = open_token(gateway, tenant)
     first = post(gateway, token)
     assert first.status_code == 303
@@ -276,7 +276,7 @@ def test_old_form_accepted_while_ticket_service_down(
     admin: Admin,
     form_key: bytes,
 ) -> None:
-    """Without the ticket service an old form is published unchecked; a
+    """Without the ticket service, an old form is published unchecked. A
     changed repeat on another replica is then caught by the stream."""
     token = aged(form_key, open_token(gateway, tenant))
     submission_id = form_token.verify(form_key, token).submission_id
@@ -362,7 +362,7 @@ async def test_old_form_not_remembered_while_store_lags(
     nats_url: str,
 ) -> None:
     """While the ticket service cannot store yet, it reports an old form as
-    not stored, so a second text is published too; the replica that posted
+    not stored, so a second text is published too. The replica that posted
     it must follow the ticket, not its own post."""
     token = aged(form_key, open_token(gateway, tenant))
     # The recheck at submit time then comes from each replica's cache.

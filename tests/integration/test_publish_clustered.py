@@ -21,7 +21,7 @@ async def test_posts_at_once_one_stored_rest_duplicates(
     nats_cluster: EmbeddedNatsCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While a replicated stream stores the first publish, it rejects a repeat
-    as "in process"; the gateway publishes it again and gets the duplicate."""
+    as "in process". The gateway publishes it again and gets the duplicate."""
     monkeypatch.setenv("TICKET_STREAM_REPLICAS", "3")
     nc = await nats.connect(servers=nats_cluster.urls, connect_timeout=2)
     try:

@@ -1,4 +1,4 @@
-"""The ticket service's answer to "was this form stored, and with what text?"."""
+"""The ticket service's reply to "was this form stored, and with what text?"."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def ask(data: events.TicketSubmittedData, tenant_id: str) -> messages.FindSubmis
     )
 
 
-async def test_stored_form_answered_with_its_text(ticket_pool: asyncpg.Pool) -> None:
+async def test_stored_form_returned_with_text(ticket_pool: asyncpg.Pool) -> None:
     tenant = uuid.uuid4()
     data = await stored(ticket_pool, tenant, subject="Émile's «Drucker»")
 

@@ -1,4 +1,4 @@
-"""How a gateway replica tells a repeated post from a changed one."""
+"""How a gateway replica distinguishes a repeated post from a changed one."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def test_values_do_not_run_into_each_other() -> None:
     assert values_digest(shifted) != values_digest(VALUES)
 
 
-async def test_remembered_form_found_without_asking(nc: Client) -> None:
+async def test_remembered_form_found_without_request(nc: Client) -> None:
     forms = AcceptedForms(nc, timeout=1.0)
     forms.remember("s-1", "T-7KQ2X-M9R4P", VALUES)
 
@@ -75,18 +75,18 @@ async def test_remembered_form_found_without_asking(nc: Client) -> None:
 
 
 async def test_oldest_form_forgotten_beyond_capacity(nc: Client) -> None:
-    # A forgotten form is asked for in the ticket service, which either does
-    # not run in this test session or does not know these ids.
+    # A forgotten form is requested from the ticket service, which either does
+    # not run in this test session or has no ticket with these ids.
     forms = AcceptedForms(nc, timeout=1.0, capacity=2)
     for number in range(3):
         forms.remember(f"s-{number}", f"T-{number}", VALUES)
 
     forgotten = await forms.find(tenant_id="t", submission_id="s-0", request_id="r")
-    kept = await forms.find(tenant_id="t", submission_id="s-2", request_id="r")
+    remembered = await forms.find(tenant_id="t", submission_id="s-2", request_id="r")
 
     assert forgotten is None
-    assert kept is not None
-    assert kept.reference == "T-2"
+    assert remembered is not None
+    assert remembered.reference == "T-2"
 
 
 def stored(submission_id: uuid.UUID, **changes: str) -> messages.StoredSubmission:
