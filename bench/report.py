@@ -76,6 +76,20 @@ def _load_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _events_published(backlog: dict[str, Any]) -> str:
+    seconds = backlog.get("events_published_seconds")
+    if seconds is None:
+        return (
+            "The outbox relay was off or did not publish every `created` "
+            "event within 600 s."
+        )
+    return (
+        f"Every `created` event was published {seconds:.1f} s after the start. "
+        "While the consumer has a backlog, the outbox relay gives way to it "
+        "and runs one round per poll interval."
+    )
+
+
 def _stored_table(results: dict[str, Any]) -> list[str]:
     """Acceptance to commit during each POST load step, which posts as fast
     as its clients can, so the ticket consumer may fall behind."""
@@ -338,6 +352,8 @@ def write(results: dict[str, Any], output: Path) -> None:
             f"stored {backlog['stored']:,} in {backlog['seconds']:.1f} s: "
             f"{backlog['rate']:,.0f} per second counted from the moment it "
             "reported ready.",
+            "",
+            _events_published(backlog),
             "",
         ]
     large = results.get("large_body")

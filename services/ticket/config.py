@@ -54,7 +54,8 @@ class TicketSettings:
     """TICKET_OUTBOX_POLL_SECONDS: longest pause between two looks at the
     outbox (default 1.0). A commit in this process wakes the relay, which
     starts its next round then, but no sooner than 10 ms after the start of
-    its last one."""
+    its last one. While the consumer has a backlog, the relay starts one
+    round per this interval."""
     publish_timeout: float
     """TICKET_PUBLISH_TIMEOUT_SECONDS: wait for JetStream's acknowledgements
     of the events that the relay publishes together, and of a replayed

@@ -174,6 +174,9 @@ class SubmissionConsumer:
         heartbeat covers together with the puller's buffer."""
         self._connection: PoolConnectionProxy[asyncpg.Record] | None = None
         self._stopping = asyncio.Event()
+        self.backlogged = False
+        """Whether at least another full batch waited on the server when the
+        last batch was taken, so that the outbox relay can give way."""
 
     @property
     def fetching(self) -> bool:
@@ -252,7 +255,9 @@ class SubmissionConsumer:
 
     async def _handle_batch(self, batch: list[Msg]) -> None:
         if not batch:
+            self.backlogged = False
             return
+        self.backlogged = batch[-1].metadata.num_pending >= self.config.fetch_batch
         for msg in batch:
             if msg.metadata.num_delivered > 1:
                 self.metrics.redeliveries.inc()

@@ -53,7 +53,9 @@ async def run_workers(
         if ticket_settings.tenant_check
         else None
     )
-    relay = outbox.OutboxRelay(pool, nc, ticket_settings)
+    relay = outbox.OutboxRelay(
+        pool, nc, ticket_settings, backlogged=lambda: consumer.backlogged
+    )
     consumer = SubmissionConsumer(
         pool, nc, ticket_settings, tenants, on_stored=relay.wake
     )

@@ -1,0 +1,133 @@
+"""While the consumer stores a backlog, the outbox relay runs one round per
+poll interval and catches up once the backlog is stored."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import nats
+import pytest
+from nats.aio.client import Client
+
+from services.ticket import config, outbox
+from services.ticket.consumer import SubmissionConsumer
+from shared import messages, streams, subjects
+from shared.embedded import EmbeddedNats
+from tests.helpers import submitted_event
+
+TENANT = "00000000-0000-4000-8000-0000000b10c0"
+
+
+@pytest.fixture
+async def nc(own_nats: EmbeddedNats) -> AsyncIterator[Client]:
+    client = await nats.connect(own_nats.url)
+    await streams.ensure_ticket_stream(client.jetstream())
+    yield client
+    await client.close()
+
+
+async def unsent(pool: asyncpg.Pool) -> int:
+    count: int = await pool.fetchval(
+        "SELECT count(*) FROM ticket.outbox WHERE sent_at IS NULL"
+    )
+    return count
+
+
+async def until_unsent_at_most(pool: asyncpg.Pool, limit: int, timeout: float) -> int:
+    """Wait until at most `limit` outbox rows are unsent, and return their count."""
+    deadline = time.monotonic() + timeout
+    left = await unsent(pool)
+    while left > limit and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        left = await unsent(pool)
+    return left
+
+
+async def test_relay_gives_way_to_a_backlog(
+    ticket_pool: asyncpg.Pool, nc: Client
+) -> None:
+    rows = 300
+    for n in range(rows):
+        await ticket_pool.execute(
+            "INSERT INTO ticket.outbox (event_id, subject, payload)"
+            " VALUES ($1, $2, $3)",
+            uuid.uuid4(),
+            subjects.ticket_created(TENANT),
+            f"{n}".encode(),
+        )
+    settings = config.from_env(
+        {"TICKET_OUTBOX_BATCH": "10", "TICKET_OUTBOX_POLL_SECONDS": "0.5"}
+    )
+    backlog = True
+    relay = outbox.OutboxRelay(ticket_pool, nc, settings, backlogged=lambda: backlog)
+    task = asyncio.create_task(relay.run())
+    try:
+        # One round still runs, so events are not held back for ever.
+        assert await until_unsent_at_most(ticket_pool, rows - 10, 10) <= rows - 10
+        before = await unsent(ticket_pool)
+        assert before >= rows - 20
+        # Commits of the consumer wake the relay every few milliseconds.
+        waking_until = time.monotonic() + 1.0
+        while time.monotonic() < waking_until:
+            relay.wake()
+            await asyncio.sleep(0.01)
+        # At most three rounds of 10 in one second at a poll interval of
+        # 0.5 s, where a relay that did not give way would send all 300.
+        assert before - await unsent(ticket_pool) <= 30
+
+        backlog = False
+        relay.wake()
+        assert await until_unsent_at_most(ticket_pool, 0, 15) == 0
+    finally:
+        relay.stop()
+        await task
+
+
+async def test_consumer_reports_its_backlog(
+    ticket_pool: asyncpg.Pool, nc: Client
+) -> None:
+    """The consumer reports a backlog while at least another full batch
+    waits, and none once it has stored everything."""
+    js = nc.jetstream()
+    count = 100
+    for _ in range(count):
+        event = submitted_event(TENANT)
+        await js.publish(
+            subjects.ticket_submitted(TENANT),
+            messages.ENCODER.encode(event),
+            headers={"Nats-Msg-Id": event.data.submission_id},
+            stream=subjects.TICKET_STREAM,
+        )
+
+    settings = config.from_env(
+        {"TICKET_FETCH_BATCH": "10", "TICKET_TENANT_CHECK": "off"}
+    )
+    seen: list[bool] = []
+    consumer = SubmissionConsumer(
+        ticket_pool,
+        nc,
+        settings,
+        None,
+        on_stored=lambda: seen.append(consumer.backlogged),
+    )
+    await consumer.setup()
+
+    task = asyncio.create_task(consumer.run())
+    try:
+        deadline = time.monotonic() + 30
+        stored = 0
+        while stored < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            stored = await ticket_pool.fetchval("SELECT count(*) FROM ticket.tickets")
+        assert stored == count
+    finally:
+        consumer.stop()
+        await task
+
+    assert seen[0] is True
+    assert seen[-1] is False
+    assert consumer.backlogged is False
