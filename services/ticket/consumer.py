@@ -282,7 +282,9 @@ class SubmissionConsumer:
                 msg for msg in self._in_hand if id(msg) not in handled_ids
             ]
         if not handled:
-            # A dependency is down: pause before storing the next batch.
+            # A dependency is down: pause before storing the next batch. The
+            # relay need not give way to a backlog that is not being stored.
+            self.backlogged = False
             await asyncio.sleep(1.0)
 
     async def _store_one_at_a_time(self, messages: list[Msg]) -> bool:

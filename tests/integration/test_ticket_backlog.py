@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import nats
@@ -15,6 +15,7 @@ from nats.aio.client import Client
 
 from services.ticket import config, outbox
 from services.ticket.consumer import SubmissionConsumer
+from services.ticket.tenants import TenantDirectory
 from shared import messages, streams, subjects
 from shared.embedded import EmbeddedNats
 from tests.helpers import submitted_event
@@ -45,6 +46,17 @@ async def until_unsent_at_most(pool: asyncpg.Pool, limit: int, timeout: float) -
         await asyncio.sleep(0.05)
         left = await unsent(pool)
     return left
+
+
+async def becomes(condition: Callable[[], bool], timeout: float) -> bool:
+    """Return whether `condition` became true within `timeout` seconds, checked
+    every 10 ms, because the consumer changes it between two batches."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.01)
+    return False
 
 
 async def test_relay_gives_way_to_a_backlog(
@@ -87,13 +99,8 @@ async def test_relay_gives_way_to_a_backlog(
         await task
 
 
-async def test_consumer_reports_its_backlog(
-    ticket_pool: asyncpg.Pool, nc: Client
-) -> None:
-    """The consumer reports a backlog while at least another full batch
-    waits, and none once it has stored everything."""
+async def publish_submissions(nc: Client, count: int) -> None:
     js = nc.jetstream()
-    count = 100
     for _ in range(count):
         event = submitted_event(TENANT)
         await js.publish(
@@ -102,6 +109,15 @@ async def test_consumer_reports_its_backlog(
             headers={"Nats-Msg-Id": event.data.submission_id},
             stream=subjects.TICKET_STREAM,
         )
+
+
+async def test_consumer_reports_its_backlog(
+    ticket_pool: asyncpg.Pool, nc: Client
+) -> None:
+    """The consumer reports a backlog while at least another full batch
+    waits, and none once it has stored everything."""
+    count = 100
+    await publish_submissions(nc, count)
 
     settings = config.from_env(
         {"TICKET_FETCH_BATCH": "10", "TICKET_TENANT_CHECK": "off"}
@@ -131,3 +147,26 @@ async def test_consumer_reports_its_backlog(
     assert seen[0] is True
     assert seen[-1] is False
     assert consumer.backlogged is False
+
+
+async def test_stuck_consumer_reports_no_backlog(
+    ticket_pool: asyncpg.Pool, nc: Client
+) -> None:
+    """A backlog that cannot be stored, here because no tenant service
+    answers, does not hold the relay back."""
+    await publish_submissions(nc, 100)
+    settings = config.from_env({"TICKET_FETCH_BATCH": "10"})
+    consumer = SubmissionConsumer(
+        ticket_pool, nc, settings, TenantDirectory(nc, timeout=0.2)
+    )
+    await consumer.setup()
+
+    task = asyncio.create_task(consumer.run())
+    try:
+        assert await becomes(lambda: consumer.backlogged, 10)
+        assert await becomes(lambda: not consumer.backlogged, 10)
+    finally:
+        consumer.stop()
+        await task
+
+    assert await ticket_pool.fetchval("SELECT count(*) FROM ticket.tickets") == 0
