@@ -86,7 +86,8 @@ def _events_published(backlog: dict[str, Any]) -> str:
     return (
         f"Every `created` event was published {seconds:.1f} s after the start. "
         "While the consumer has a backlog, the outbox relay gives way to it "
-        "and runs one round per poll interval."
+        "and runs one round per poll interval, for at most "
+        "`TICKET_OUTBOX_MAX_HOLD_SECONDS`."
     )
 
 

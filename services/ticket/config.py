@@ -55,7 +55,11 @@ class TicketSettings:
     outbox (default 1.0). A commit in this process wakes the relay, which
     starts its next round then, but no sooner than 10 ms after the start of
     its last one. While the consumer has a backlog, the relay starts one
-    round per this interval."""
+    round per this interval, within the bound of `outbox_max_hold`."""
+    outbox_max_hold: float
+    """TICKET_OUTBOX_MAX_HOLD_SECONDS: longest time the relay holds events
+    back while the consumer stores a backlog, counted from when the oldest
+    unsent event was written (default 30; 0 never holds them back)."""
     publish_timeout: float
     """TICKET_PUBLISH_TIMEOUT_SECONDS: wait for JetStream's acknowledgements
     of the events that the relay publishes together, and of a replayed
@@ -85,6 +89,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> TicketSettings:
         outbox_batch=env_int("TICKET_OUTBOX_BATCH", 100, minimum=1, environ=environ),
         outbox_poll_seconds=env_float(
             "TICKET_OUTBOX_POLL_SECONDS", 1.0, minimum=0.05, environ=environ
+        ),
+        outbox_max_hold=env_float(
+            "TICKET_OUTBOX_MAX_HOLD_SECONDS", 30.0, minimum=0.0, environ=environ
         ),
         publish_timeout=env_float(
             "TICKET_PUBLISH_TIMEOUT_SECONDS", 5.0, minimum=0.1, environ=environ

@@ -175,8 +175,9 @@ class SubmissionConsumer:
         self._connection: PoolConnectionProxy[asyncpg.Record] | None = None
         self._stopping = asyncio.Event()
         self.backlogged = False
-        """Whether at least another full batch waited on the server when the
-        last batch was taken, so that the outbox relay can give way."""
+        """Whether at least one more full batch waited on the server when the
+        last batch was taken, read by the outbox relay to give way. False
+        after an empty batch and after a batch that could not be stored."""
 
     @property
     def fetching(self) -> bool:

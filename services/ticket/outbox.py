@@ -14,9 +14,10 @@ reach the stream in order even when a publish fails.
 
 While the consumer works through a backlog, the relay starts a round only
 once per `TICKET_OUTBOX_POLL_SECONDS`, because both share one event loop and
-one table. In a benchmark drain of 100,000 submissions on two cores, the
-consumer then stored them in about 60% of the time that the two needed
-together, and the last event was published no later.
+one table and the waiting submissions are stored first. It holds events back
+this way for at most `TICKET_OUTBOX_MAX_HOLD_SECONDS`, counted from when the oldest
+unsent event was written, so a lasting overload delays events by a bounded
+time only.
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ class OutboxRelay:
         self.config = config
         self.backlogged = backlogged
         self.last_round = 0.0
+        self._oldest_unsent_at: float | None = None
+        """When the oldest row of the last round was written, on the monotonic
+        clock, or None when that round found no row."""
+        self._holding = False
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -139,29 +144,52 @@ class OutboxRelay:
             # publish the events of several commits.
             await asyncio.sleep(started + MIN_ROUND_INTERVAL - time.monotonic())
 
+    def _hold_deadline(self) -> float | None:
+        """Return when holding events back must end, on the monotonic clock,
+        or None when no unsent row was seen in the last round."""
+        if self._oldest_unsent_at is None:
+            return None
+        return self._oldest_unsent_at + self.config.outbox_max_hold
+
+    def _should_hold(self) -> bool:
+        if not self.config.outbox_max_hold or not self.backlogged():
+            return False
+        deadline = self._hold_deadline()
+        return deadline is None or time.monotonic() < deadline
+
     async def _give_way(self, last_start: float) -> None:
-        """While the consumer has a backlog, wait until a poll interval has
-        passed since the round that started at `last_start`.
+        """While the consumer stores a backlog, wait until a poll interval has
+        passed since the round that started at `last_start`, or until the
+        oldest unsent event has been held back for the longest time allowed.
 
         Every commit of the consumer wakes the relay, so it notices the end
         of a backlog after the first batch that leaves none behind.
         """
-        waited = time.monotonic()
+        holding = self._should_hold()
+        if self._holding and not holding and self.backlogged():
+            logger.info(
+                "outbox events held back for %.0f s, publishing them alongside "
+                "the backlog",
+                self.config.outbox_max_hold,
+                extra={
+                    "event": "outbox_hold_ended",
+                    "max_hold_seconds": self.config.outbox_max_hold,
+                },
+            )
+        self._holding = holding
+        if not holding:
+            return
         deadline = last_start + self.config.outbox_poll_seconds
-        while self.backlogged() and not self._stopping.is_set():
+        hold_deadline = self._hold_deadline()
+        if hold_deadline is not None:
+            deadline = min(deadline, hold_deadline)
+        while self._should_hold() and not self._stopping.is_set():
             self._wake.clear()
             try:
                 async with asyncio.timeout(deadline - time.monotonic()):
                     await self._wake.wait()
             except TimeoutError:
                 break
-        waited = time.monotonic() - waited
-        if waited >= MIN_ROUND_INTERVAL:
-            logger.debug(
-                "outbox relay gave way to the consumer's backlog for %.2f s",
-                waited,
-                extra={"event": "outbox_gave_way", "seconds": round(waited, 3)},
-            )
 
     async def publish_round(self) -> tuple[int, bool]:
         """Publish one batch of unsent rows in one transaction.
@@ -186,6 +214,7 @@ class OutboxRelay:
             ):
                 return 0, False
             rows = await repository.lock_unsent(connection, self.config.outbox_batch)
+            self._oldest_unsent_at = time.monotonic() - rows[0].waited if rows else None
             # Rows are marked sent in one statement at the end of the round.
             # The marks commit with the transaction either way, so marking
             # each row at once would change nothing but the cost.

@@ -723,12 +723,16 @@ class OutboxRow(msgspec.Struct, frozen=True, kw_only=True):
     subject: str
     payload: bytes
     attempts: int
+    waited: float
+    """Seconds since the row was written, by the database server's clock."""
 
 
 async def lock_unsent(connection: Connection, limit: int) -> list[OutboxRow]:
     """Lock and return the oldest unsent outbox rows; call inside a transaction."""
     rows = await connection.fetch(
-        "SELECT id, event_id, subject, payload, attempts FROM ticket.outbox"
+        "SELECT id, event_id, subject, payload, attempts,"
+        " extract(epoch FROM clock_timestamp() - created_at)::float8 AS waited"
+        " FROM ticket.outbox"
         " WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
         limit,
     )

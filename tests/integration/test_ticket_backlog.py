@@ -59,18 +59,22 @@ async def becomes(condition: Callable[[], bool], timeout: float) -> bool:
     return False
 
 
-async def test_relay_gives_way_to_a_backlog(
-    ticket_pool: asyncpg.Pool, nc: Client
-) -> None:
-    rows = 300
-    for n in range(rows):
-        await ticket_pool.execute(
+async def add_created_rows(pool: asyncpg.Pool, count: int) -> None:
+    for n in range(count):
+        await pool.execute(
             "INSERT INTO ticket.outbox (event_id, subject, payload)"
             " VALUES ($1, $2, $3)",
             uuid.uuid4(),
             subjects.ticket_created(TENANT),
             f"{n}".encode(),
         )
+
+
+async def test_relay_gives_way_to_a_backlog(
+    ticket_pool: asyncpg.Pool, nc: Client
+) -> None:
+    rows = 300
+    await add_created_rows(ticket_pool, rows)
     settings = config.from_env(
         {"TICKET_OUTBOX_BATCH": "10", "TICKET_OUTBOX_POLL_SECONDS": "0.5"}
     )
@@ -94,6 +98,33 @@ async def test_relay_gives_way_to_a_backlog(
         backlog = False
         relay.wake()
         assert await until_unsent_at_most(ticket_pool, 0, 15) == 0
+    finally:
+        relay.stop()
+        await task
+
+
+@pytest.mark.parametrize("max_hold", ["1.5", "0"])
+async def test_relay_holds_events_back_briefly(
+    ticket_pool: asyncpg.Pool,
+    nc: Client,
+    max_hold: str,
+) -> None:
+    """A backlog that lasts holds events back for the bounded time only, and
+    0 switches holding off."""
+    await add_created_rows(ticket_pool, 300)
+    settings = config.from_env(
+        {
+            "TICKET_OUTBOX_BATCH": "10",
+            "TICKET_OUTBOX_POLL_SECONDS": "5",
+            "TICKET_OUTBOX_MAX_HOLD_SECONDS": max_hold,
+        }
+    )
+    relay = outbox.OutboxRelay(ticket_pool, nc, settings, backlogged=lambda: True)
+
+    task = asyncio.create_task(relay.run())
+    try:
+        # Holding on for the poll interval of 5 s would send 30 rows in 10 s.
+        assert await until_unsent_at_most(ticket_pool, 0, 10) == 0
     finally:
         relay.stop()
         await task
@@ -153,7 +184,7 @@ async def test_stuck_consumer_reports_no_backlog(
     ticket_pool: asyncpg.Pool, nc: Client
 ) -> None:
     """A backlog that cannot be stored, here because no tenant service
-    answers, does not hold the relay back."""
+    replies, does not hold the relay back."""
     await publish_submissions(nc, 100)
     settings = config.from_env({"TICKET_FETCH_BATCH": "10"})
     consumer = SubmissionConsumer(
