@@ -13,9 +13,11 @@ import asyncpg
 import nats
 import nats.errors
 import pytest
+from nats.aio.client import Client
 from nats.js.api import StorageType, StreamConfig
 
 from services.ticket import repository
+from shared import streams
 from shared.database import create_pool, migrate
 from shared.embedded import EmbeddedNats, EmbeddedNatsCluster
 
@@ -26,6 +28,15 @@ def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
     consumers stay as the other tests expect them."""
     with EmbeddedNats(tmp_path / "nats") as server:
         yield server
+
+
+@pytest.fixture
+async def nc(own_nats: EmbeddedNats) -> AsyncIterator[Client]:
+    """A connection to the test's own nats-server, with the ticket stream."""
+    client = await nats.connect(own_nats.url)
+    await streams.ensure_ticket_stream(client.jetstream())
+    yield client
+    await client.close()
 
 
 @pytest.fixture

@@ -6,29 +6,19 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import asyncpg
-import nats
 import pytest
 from nats.aio.client import Client
 
 from services.ticket import config, outbox
 from services.ticket.consumer import SubmissionConsumer
 from services.ticket.tenants import TenantDirectory
-from shared import messages, streams, subjects
-from shared.embedded import EmbeddedNats
+from shared import messages, subjects
 from tests.helpers import submitted_event
 
 TENANT = "00000000-0000-4000-8000-0000000b10c0"
-
-
-@pytest.fixture
-async def nc(own_nats: EmbeddedNats) -> AsyncIterator[Client]:
-    client = await nats.connect(own_nats.url)
-    await streams.ensure_ticket_stream(client.jetstream())
-    yield client
-    await client.close()
 
 
 async def unsent(pool: asyncpg.Pool) -> int:

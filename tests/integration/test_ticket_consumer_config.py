@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import nats
 import pytest
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from linkdesk.processes import ServiceProcess
 from services.ticket.durable import consumer_config
-from shared import streams, subjects
+from shared import subjects
 from shared.embedded import EmbeddedNats, free_port
-
-
-@pytest.fixture
-async def nc(own_nats: EmbeddedNats) -> AsyncIterator[Client]:
-    client = await nats.connect(own_nats.url)
-    await streams.ensure_ticket_stream(client.jetstream())
-    yield client
-    await client.close()
 
 
 def ticket_service(

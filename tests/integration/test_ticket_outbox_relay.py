@@ -4,27 +4,16 @@ in the middle of a round."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
-import nats
 import pytest
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from services.ticket import config, outbox
-from shared import streams, subjects
-from shared.embedded import EmbeddedNats
+from shared import subjects
 
 TENANT = "00000000-0000-4000-8000-00000000a11e"
-
-
-@pytest.fixture
-async def nc(own_nats: EmbeddedNats) -> AsyncIterator[Client]:
-    client = await nats.connect(own_nats.url)
-    await streams.ensure_ticket_stream(client.jetstream())
-    yield client
-    await client.close()
 
 
 @pytest.fixture
