@@ -14,10 +14,9 @@ reach the stream in order even when a publish fails.
 
 While the consumer works through a backlog, the relay starts a round only
 once per `TICKET_OUTBOX_POLL_SECONDS`, because both share one event loop and
-one table and the waiting submissions are stored first. It holds events back
-this way for at most `TICKET_OUTBOX_MAX_HOLD_SECONDS`, counted from when the oldest
-unsent event was written, so a lasting overload delays events by a bounded
-time only.
+one table, and storing the waiting submissions comes first. Events are held
+back this way for at most `TICKET_OUTBOX_MAX_HOLD_SECONDS` after the oldest
+unsent one was written, so a lasting overload delays them by a bounded time.
 """
 
 from __future__ import annotations

@@ -39,8 +39,8 @@ async def until_unsent_at_most(pool: asyncpg.Pool, limit: int, timeout: float) -
 
 
 async def becomes(condition: Callable[[], bool], timeout: float) -> bool:
-    """Return whether `condition` became true within `timeout` seconds, checked
-    every 10 ms, because the consumer changes it between two batches."""
+    """Return whether `condition` became true within `timeout` seconds,
+    checking every 10 ms."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -99,8 +99,8 @@ async def test_relay_holds_events_back_briefly(
     nc: Client,
     max_hold: str,
 ) -> None:
-    """A backlog that lasts holds events back for the bounded time only, and
-    0 switches holding off."""
+    """A lasting backlog delays events for the bounded time only, and 0
+    switches holding back off."""
     await add_created_rows(ticket_pool, 300)
     settings = config.from_env(
         {
