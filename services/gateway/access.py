@@ -4,8 +4,8 @@ query strings (the query of a link carries the secret)."""
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,15 +20,35 @@ _PUBLIC_HEADERS = [
 ]
 
 
+class RequestIds:
+    """Random 32-digit hex ids, cut from random bytes read in blocks.
+
+    `uuid.uuid4()` reads the system's random source once per id. One read
+    for `per_read` ids costs a fraction of that per request.
+    """
+
+    def __init__(self, per_read: int = 1024) -> None:
+        self._block = b""
+        self._offset = 0
+        self._per_read = per_read
+
+    def next(self) -> str:
+        if self._offset >= len(self._block):
+            self._block, self._offset = os.urandom(16 * self._per_read), 0
+        start, self._offset = self._offset, self._offset + 16
+        return self._block[start : self._offset].hex()
+
+
 def access_middleware(app: ASGIApp) -> ASGIApp:
     """Wrap `app` to set the request id, add the public headers under
     `/public`, and log one access line per HTTP request."""
+    request_ids = RequestIds()
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
-        request_id = uuid.uuid4().hex
+        request_id = request_ids.next()
         scope.setdefault("state", {})["request_id"] = request_id
         method = str(scope.get("method", ""))
         started = time.perf_counter()

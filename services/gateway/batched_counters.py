@@ -177,13 +177,16 @@ class BatchedCounters:
         if self._is_due(counter, time.monotonic()):
             self._wake.set()
 
-    async def value(self, key: str, expires_at: float) -> int:
+    async def value(
+        self, key: str, expires_at: float, *, since: float | None = None
+    ) -> int:
         """Return the count in the bucket plus this process's waiting increments.
 
         The bucket's count comes from a read or write that started after this
-        call. Raises `StateUnavailable` when the bucket does not respond.
+        call, or after `since` (monotonic seconds) when given. Raises
+        `StateUnavailable` when the bucket does not respond.
         """
-        started = time.monotonic()
+        started = time.monotonic() if since is None else since
         counter = self._counter(key, expires_at)
         async with counter.lock:
             if counter.unconfirmed is not None:

@@ -32,7 +32,6 @@ once per key and window by each replica.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -69,6 +68,9 @@ LINK_READ_CACHE_SECONDS = 1.0
 
 MAX_LOGGED_KEYS = 10_000
 """Keys remembered for the once-per-window log line; the oldest go first."""
+
+MAX_REMEMBERED_KEYS = 10_000
+"""Person and tenant keys remembered, so that the next post reuses them."""
 
 PERSON_FAILURE_REASONS = frozenset({"unknown_person", "inactive_person"})
 """Rejections after the secret was found valid: these count per secret."""
@@ -155,6 +157,7 @@ class RateLimiter:
         metrics.pending.set_function(self.counters.pending_total)
         self._hash_key = hash_key
         self._logged: dict[str, float] = {}
+        self._keys: dict[tuple[str, str], str] = {}
 
     async def close(self, timeout: float = 2.0) -> None:
         """Write the waiting submission counts, for at most `timeout` seconds."""
@@ -167,6 +170,22 @@ class RateLimiter:
             hashlib.sha256,
         ).hexdigest()
         return f"{kind}.{digest[:32]}"
+
+    def _remembered_key(self, kind: str, value: str) -> str:
+        """Return `_key(kind, value)`, computed once for a recent value.
+
+        Every accepted post needs its person's and its tenant's key twice,
+        to check and to count, at a few microseconds per HMAC. Only these
+        are kept: a secret or an address stays out of long-lived memory.
+        """
+        remembered = self._keys.get((kind, value))
+        if remembered is not None:
+            return remembered
+        key = self._key(kind, value)
+        if len(self._keys) >= MAX_REMEMBERED_KEYS:
+            del self._keys[next(iter(self._keys))]
+        self._keys[(kind, value)] = key
+        return key
 
     # --- failed link lookups ------------------------------------------------
 
@@ -312,7 +331,7 @@ class RateLimiter:
         window = int(now // self.settings.submission_window_seconds)
         keys: list[tuple[Limit, str, int]] = []
         if self.settings.submissions_per_person:
-            person = self._key("person", f"{tenant_id}\0{personnel_number}")
+            person = self._remembered_key("person", f"{tenant_id}\0{personnel_number}")
             keys.append(
                 (
                     "submissions_per_person",
@@ -324,7 +343,7 @@ class RateLimiter:
             keys.append(
                 (
                     "submissions_per_tenant",
-                    f"{self._key('tenant', tenant_id)}.{window}",
+                    f"{self._remembered_key('tenant', tenant_id)}.{window}",
                     self.settings.submissions_per_tenant,
                 )
             )
@@ -339,12 +358,17 @@ class RateLimiter:
         with each limit.
         """
         now = self.clock()
+        since = time.monotonic()
         window, keys = self._submission_keys(tenant_id, personnel_number, now)
         window_end = (window + 1) * self.settings.submission_window_seconds
         try:
-            counts = await asyncio.gather(
-                *(self.counters.value(key, window_end) for _, key, _ in keys)
-            )
+            # One after the other, without a task each: a read of the second
+            # key by any request since `since` serves this check too, so the
+            # second wait is usually none.
+            counts = [
+                await self.counters.value(key, window_end, since=since)
+                for _, key, _ in keys
+            ]
         except StateUnavailable:
             self.metrics.unavailable.inc()
             return None

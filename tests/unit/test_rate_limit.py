@@ -20,7 +20,7 @@ import pytest
 from nats.aio.client import Client
 from prometheus_client import CollectorRegistry
 
-from services.gateway import batched_counters
+from services.gateway import batched_counters, rate_limit
 from services.gateway.batched_counters import BatchedCounters
 from services.gateway.rate_limit import (
     RateLimiter,
@@ -551,3 +551,46 @@ async def test_full_counters_free_a_tenth(
     assert max(sizes) == 50
     assert sizes[50] == 46
     await counters.close(timeout=2.0)
+
+
+async def test_hashed_keys_remembered_within_bound(
+    nc: Client, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rate_limit, "MAX_REMEMBERED_KEYS", 3)
+    rl = limiter(nc, bucket, Clock())
+    other = limiter(nc, bucket, Clock())
+
+    first = rl._remembered_key("person", "t\x00004711")
+    for number in ("000815", "000816", "000817", "000818"):
+        rl._remembered_key("person", f"t\x00{number}")
+    await rl.check_link(ADDRESS, SECRET)
+
+    # The bound holds, and no address or secret is kept.
+    assert len(rl._keys) == 3
+    assert all(kind == "person" for kind, _ in rl._keys)
+    # A forgotten key is hashed again to the same value; a fresh limiter
+    # with the same form key computes the same one.
+    assert rl._remembered_key("person", "t\x00004711") == first
+    assert other._remembered_key("person", "t\x00004711") == first
+    assert first.startswith("person.")
+
+
+async def test_check_reads_both_keys_after_it_began(nc: Client, bucket: str) -> None:
+    clock = Clock()
+    state = CountingState(nc, bucket)
+    rl = limiter(nc, bucket, clock, state=state)
+    writer = limiter(nc, bucket, clock)
+    tenant = str(uuid.uuid4())
+
+    assert await rl.check_submission(tenant, "004711") is None
+    assert state.reads == 2
+    # Another replica fills the person's window; the next check reads both
+    # keys again rather than trusting what the first check saw.
+    await writer.count_submission(tenant, "004711")
+    await writer.count_submission(tenant, "004711")
+    await writer.counters.flush()
+    blocked = await rl.check_submission(tenant, "004711")
+
+    assert state.reads == 4
+    assert blocked is not None
+    assert blocked.limit == "submissions_per_person"
