@@ -28,9 +28,24 @@ async def create_pool(
         # A dead connection is dropped after this many seconds of idling, so
         # a restarted server does not leave the pool holding broken sockets.
         max_inactive_connection_lifetime=60,
+        reset=_keep_session,
     )
     assert pool is not None
     return pool
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Return a released connection to the pool without a reset query.
+
+    asyncpg rolls back an open transaction on release either way. Its
+    default reset then runs a query that clears session state (advisory
+    locks, cursors, LISTEN, settings): one more round trip to PostgreSQL
+    per release, such as every round of the ticket service's outbox relay
+    and every lookup of the tenant service. No code of ours
+    leaves session state behind: settings are set per transaction, and the
+    one session lock, the migration lock, is released before the
+    connection goes back, or the connection is closed.
+    """
 
 
 def _lock_key(schema: str) -> int:
@@ -87,5 +102,13 @@ async def migrate(pool: asyncpg.Pool, schema: str, package: str) -> list[str]:
                     },
                 )
         finally:
-            await connection.execute("SELECT pg_advisory_unlock($1)", _lock_key(schema))
+            try:
+                await connection.execute(
+                    "SELECT pg_advisory_unlock($1)", _lock_key(schema)
+                )
+            except BaseException:
+                # The pool does not reset sessions: a connection that may
+                # still hold the lock must not go back to it.
+                connection.terminate()
+                raise
     return applied

@@ -74,3 +74,41 @@ async def test_pool_sets_application_name(own_database: str) -> None:
         await observer.close()
         await first.close()
         await second.close()
+
+
+async def test_released_connection_rolled_back_without_reset(
+    own_database: str,
+) -> None:
+    """A released connection keeps its session, and never an open transaction.
+
+    The pool skips asyncpg's reset query, so a session setting survives the
+    release. A transaction left open is still rolled back.
+    """
+    pool = await create_pool(own_database, SERVICE, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as connection:
+            await connection.execute("SET statement_timeout = '7s'")
+            await connection.execute("CREATE TABLE IF NOT EXISTS released (n int)")
+            await connection.execute("BEGIN")
+            await connection.execute("INSERT INTO released VALUES (1)")
+
+        async with pool.acquire() as connection:
+            assert await connection.fetchval("SHOW statement_timeout") == "7s"
+            assert await connection.fetchval("SELECT count(*) FROM released") == 0
+            assert not connection.is_in_transaction()
+    finally:
+        await pool.close()
+
+
+async def test_migration_lock_released_for_next_migrate(own_database: str) -> None:
+    """Without a reset on release, the migration lock is still let go: a
+    second pool can migrate while the first keeps its connection."""
+    first = await create_pool(own_database, SERVICE, min_size=1, max_size=1)
+    second = await create_pool(own_database, SERVICE, min_size=1, max_size=1)
+    try:
+        await migrate(first, SCHEMA, PACKAGE)
+        async with first.acquire():
+            assert await asyncio.wait_for(migrate(second, SCHEMA, PACKAGE), 10) == []
+    finally:
+        await first.close()
+        await second.close()
