@@ -57,9 +57,15 @@ PARTS = (
     "profile",
     "micro",
     "baselines",
+    "paired",
     "backlog",
 )
 """The parts of a run, in the order they run; `--only` picks some of them."""
+
+PAIRED_ROUNDS = 3
+PAIRED_CLIENTS = 32
+CHAIN_GET_KIND = "chain GET, 2 lookups"
+CHAIN_POST_KIND = "chain POST, 2 lookups + publish"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -413,21 +419,7 @@ def baseline_servers(
     """Measure the bare app under uvicorn (h11, httptools) and granian, and
     the minimal chain under uvicorn with the services' HTTP protocol."""
     rows: list[dict[str, object]] = []
-    json_body = work / "submission.json"
-    json_body.write_text(
-        json.dumps(
-            {
-                "tenant": str(uuid.UUID(int=1)),
-                "person": "004711",
-                "subject": FORM_VALUES["subject"],
-                "description": FORM_VALUES["description"],
-            }
-        )
-    )
-    post_env = {
-        "BENCH_BODY_FILE": str(json_body),
-        "BENCH_CONTENT_TYPE": "application/json",
-    }
+    post_env = json_post_env(work)
     servers: list[tuple[str, list[str]]] = [
         ("uvicorn h11", ["-m", "bench.serve", "bare_app", "{port}", "h11"]),
         ("uvicorn httptools", ["-m", "bench.serve", "bare_app", "{port}", "httptools"]),
@@ -481,22 +473,15 @@ def baseline_servers(
             )
         system.stop_helpers()
 
-    system.start_helper(
-        ["-m", "bench.chain_worker", system.nats.url, system.postgres.url]
-    )
-    port = free_port()
-    system.start_helper(["-m", "bench.serve", "chain_app", str(port), "service"], port)
-    url = f"http://127.0.0.1:{port}/chain"
+    url = start_chain(system)
     for clients in args.clients:
         rows.append(
-            load_step(
-                system, "chain GET, 2 lookups", url, "get.lua", clients, args.seconds
-            )
+            load_step(system, CHAIN_GET_KIND, url, "get.lua", clients, args.seconds)
         )
         rows.append(
             load_step(
                 system,
-                "chain POST, 2 lookups + publish",
+                CHAIN_POST_KIND,
                 url,
                 "post_body.lua",
                 clients,
@@ -505,6 +490,78 @@ def baseline_servers(
             )
         )
     system.stop_helpers()
+    return rows
+
+
+def json_post_env(work: Path) -> dict[str, str]:
+    """Write the baselines' JSON body and return wrk's settings to post it."""
+    json_body = work / "submission.json"
+    json_body.write_text(
+        json.dumps(
+            {
+                "tenant": str(uuid.UUID(int=1)),
+                "person": "004711",
+                "subject": FORM_VALUES["subject"],
+                "description": FORM_VALUES["description"],
+            }
+        )
+    )
+    return {
+        "BENCH_BODY_FILE": str(json_body),
+        "BENCH_CONTENT_TYPE": "application/json",
+    }
+
+
+def start_chain(system: System) -> str:
+    """Start the minimal chain's worker and app, and return the app's URL."""
+    system.start_helper(
+        ["-m", "bench.chain_worker", system.nats.url, system.postgres.url]
+    )
+    port = free_port()
+    system.start_helper(["-m", "bench.serve", "chain_app", str(port), "service"], port)
+    return f"http://127.0.0.1:{port}/chain"
+
+
+def paired_steps(
+    system: System, args: argparse.Namespace, work: Path, expected: float
+) -> list[dict[str, object]]:
+    """Run the chain's steps and ours at `PAIRED_CLIENTS` clients in turns.
+
+    A shared machine's speed drifts by tens of percent within minutes, and
+    the other baseline steps run many minutes after ours. Here each of our
+    steps runs right after the chain's, and the page reports the ratio of
+    every round.
+    """
+    post_env = json_post_env(work)
+    url = start_chain(system)
+    clients, seconds = PAIRED_CLIENTS, args.seconds
+    rows: list[dict[str, object]] = []
+    try:
+        for turn in range(PAIRED_ROUNDS):
+            steps = [
+                load_step(
+                    system,
+                    CHAIN_POST_KIND,
+                    url,
+                    "post_body.lua",
+                    clients,
+                    seconds,
+                    post_env,
+                ),
+                post_forms_step(system, clients, seconds, expected, work),
+                load_step(system, CHAIN_GET_KIND, url, "get.lua", clients, seconds),
+                load_step(
+                    system,
+                    "linkdesk GET link",
+                    system.link,
+                    "get.lua",
+                    clients,
+                    seconds,
+                ),
+            ]
+            rows += [{**step, "round": turn} for step in steps]
+    finally:
+        system.stop_helpers()
     return rows
 
 
@@ -609,6 +666,8 @@ def run_parts(
         results["micro"] = micro_baselines(system, args, work)
     if "baselines" in selected:
         results["baselines"] = baseline_servers(system, args, work)
+    if "paired" in selected:
+        results["paired"] = paired_steps(system, args, work, expected)
     if "backlog" in selected:
         results["backlog"] = asyncio.run(backlog_drain(system, args.backlog))
         print(f"backlog: {results['backlog']}", flush=True)

@@ -49,6 +49,17 @@ def test_bench_smoke_writes_page(tmp_path: Path) -> None:
     assert "linkdesk POST form, many tenants" in page
     assert "## Accepted to committed" in page
     assert "During the POST load steps" in page
+    turns = page.split("## Ours and the chain in turns", 1)[1].split("\n## ", 1)[0]
+    assert (
+        len(
+            [
+                line
+                for line in turns.splitlines()
+                if line[:4] in {"| 1 ", "| 2 ", "| 3 "}
+            ]
+        )
+        == 3
+    )
 
 
 def _work_folder(stdout: str) -> Path:
