@@ -19,6 +19,7 @@ from nats.aio.client import Client
 
 CHAIN_STREAM = "BENCH_CHAIN"
 CHAIN_SUBJECT = "bench.chain.submitted"
+CHAIN_CONSUMER = "bench-chain"
 LOOKUP_SUBJECTS = ("bench.lookup.tenant", "bench.lookup.person")
 PAGE = b"<!doctype html><title>form</title><form method=post></form>"
 

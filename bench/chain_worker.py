@@ -18,7 +18,13 @@ import nats
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 
-from bench.apps import CHAIN_STREAM, CHAIN_SUBJECT, LOOKUP_SUBJECTS, Submission
+from bench.apps import (
+    CHAIN_CONSUMER,
+    CHAIN_STREAM,
+    CHAIN_SUBJECT,
+    LOOKUP_SUBJECTS,
+    Submission,
+)
 
 FETCH_BATCH = 64
 CREATE_TABLE = (
@@ -40,7 +46,7 @@ async def main(nats_url: str, database_url: str) -> None:
     await pool.execute(CREATE_TABLE)
     for subject in LOOKUP_SUBJECTS:
         await nc.subscribe(subject, cb=_respond)
-    subscription = await js.pull_subscribe(CHAIN_SUBJECT, durable="bench-chain")
+    subscription = await js.pull_subscribe(CHAIN_SUBJECT, durable=CHAIN_CONSUMER)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
