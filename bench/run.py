@@ -194,6 +194,13 @@ def load_step(
     return row
 
 
+def link_step(system: System, clients: int, seconds: float) -> dict[str, object]:
+    """Open the benchmark's link from `clients` connections for `seconds`."""
+    return load_step(
+        system, "linkdesk GET link", system.link, "get.lua", clients, seconds
+    )
+
+
 def mark_reused(row: dict[str, object], lines: int, what: str) -> None:
     """Set `reused` to `what` ("forms", "links") when the step sent more
     requests than its file had lines, so some went out a second time."""
@@ -593,14 +600,7 @@ def paired_steps(
                 chain_post,
                 post_forms_step(system, clients, seconds, expected, work),
                 load_step(system, CHAIN_GET_KIND, url, "get.lua", clients, seconds),
-                load_step(
-                    system,
-                    "linkdesk GET link",
-                    system.link,
-                    "get.lua",
-                    clients,
-                    seconds,
-                ),
+                link_step(system, clients, seconds),
             ]
             rows += [{**step, "round": turn} for step in steps]
     finally:
@@ -668,16 +668,7 @@ def run_parts(
     results["product"] = product
     if "get" in selected:
         for clients in args.clients:
-            product.append(
-                load_step(
-                    system,
-                    "linkdesk GET link",
-                    system.link,
-                    "get.lua",
-                    clients,
-                    args.seconds,
-                )
-            )
+            product.append(link_step(system, clients, args.seconds))
     # POST steps prepare forms for this rate, twice over, and each measured
     # POST rate raises it. Too low a guess reuses forms, and the gateway
     # treats those as repeats, which skips the publish and inflates the
