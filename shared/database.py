@@ -39,12 +39,12 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
     asyncpg rolls back an open transaction on release either way. Its
     default reset then runs a query that clears session state (advisory
-    locks, cursors, LISTEN, settings): one more round trip to PostgreSQL
-    per release, such as every round of the ticket service's outbox relay
-    and every lookup of the tenant service. No code of ours
-    leaves session state behind: settings are set per transaction, and the
-    one session lock, the migration lock, is released before the
-    connection goes back, or the connection is closed.
+    locks, cursors, LISTEN, settings). That is one more round trip to
+    PostgreSQL per release, such as every round of the outbox relay and
+    every lookup of the tenant service. No code of ours leaves session
+    state behind: settings are set per transaction. The one session lock,
+    the migration lock, is held by a connection that `migrate` resets
+    before it goes back, or closes.
     """
 
 
@@ -68,47 +68,52 @@ async def migrate(pool: asyncpg.Pool, schema: str, package: str) -> list[str]:
     """Apply the migrations of `package` that `schema` lacks; return their names."""
     applied: list[str] = []
     async with pool.acquire() as connection:
-        await connection.execute("SELECT pg_advisory_lock($1)", _lock_key(schema))
         try:
-            await connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            await connection.execute("SELECT pg_advisory_lock($1)", _lock_key(schema))
+            applied = await _apply_missing(connection, schema, package)
+            # The pool does not reset sessions. This one holds the lock, and
+            # a migration file may have changed a session setting.
+            await connection.reset()
+        except BaseException:
+            # A cancel can come after the server granted the lock and before
+            # its reply was read, so the session may hold the lock unknown to
+            # us. Closing the connection ends the session and its lock.
+            connection.terminate()
+            raise
+    return applied
+
+
+async def _apply_missing(
+    connection: asyncpg.pool.PoolConnectionProxy[asyncpg.Record],
+    schema: str,
+    package: str,
+) -> list[str]:
+    applied: list[str] = []
+    await connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    await connection.execute(
+        f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations ('
+        " name text PRIMARY KEY,"
+        " applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    done = {
+        row["name"]
+        for row in await connection.fetch(
+            f'SELECT name FROM "{schema}".schema_migrations'
+        )
+    }
+    for name, sql in migration_files(package):
+        if name in done:
+            continue
+        async with connection.transaction():
+            await connection.execute(f'SET LOCAL search_path TO "{schema}"')
+            await connection.execute(sql)
             await connection.execute(
-                f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations ('
-                " name text PRIMARY KEY,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
+                f'INSERT INTO "{schema}".schema_migrations (name) VALUES ($1)',
+                name,
             )
-            done = {
-                row["name"]
-                for row in await connection.fetch(
-                    f'SELECT name FROM "{schema}".schema_migrations'
-                )
-            }
-            for name, sql in migration_files(package):
-                if name in done:
-                    continue
-                async with connection.transaction():
-                    await connection.execute(f'SET LOCAL search_path TO "{schema}"')
-                    await connection.execute(sql)
-                    await connection.execute(
-                        f'INSERT INTO "{schema}".schema_migrations (name) VALUES ($1)',
-                        name,
-                    )
-                applied.append(name)
-                logger.info(
-                    "migration applied",
-                    extra={
-                        "event": "migration_applied",
-                        "schema": schema,
-                        "migration": name,
-                    },
-                )
-        finally:
-            try:
-                await connection.execute(
-                    "SELECT pg_advisory_unlock($1)", _lock_key(schema)
-                )
-            except BaseException:
-                # The pool does not reset sessions: a connection that may
-                # still hold the lock must not go back to it.
-                connection.terminate()
-                raise
+        applied.append(name)
+        logger.info(
+            "migration applied",
+            extra={"event": "migration_applied", "schema": schema, "migration": name},
+        )
     return applied

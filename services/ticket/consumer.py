@@ -448,8 +448,7 @@ class SubmissionConsumer:
         return True
 
     async def _database(self) -> PoolConnectionProxy[asyncpg.Record]:
-        """Return the connection that stores batches, acquired once and kept,
-        which saves the pool's reset query after every batch."""
+        """Return the connection that stores batches, acquired once and kept."""
         if self._connection is None:
             self._connection = await self.pool.acquire()
         return self._connection

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from urllib.parse import urlsplit
 
 import asyncpg
 
-from shared.database import create_pool, migrate, migration_files
+from shared.database import _lock_key, create_pool, migrate, migration_files
 
 PACKAGE = "services.ticket"
 SCHEMA = "ticket"
@@ -112,3 +113,47 @@ async def test_migration_lock_released_for_next_migrate(own_database: str) -> No
     finally:
         await first.close()
         await second.close()
+
+
+async def test_cancelled_migrate_leaves_no_lock(own_database: str) -> None:
+    """A migrate cancelled while it waits for the lock leaves no lock behind,
+    even when the server granted it just as the cancel came."""
+    key = _lock_key(SCHEMA)
+    holder = await asyncpg.connect(own_database)
+    observer = await asyncpg.connect(own_database)
+    pool = await create_pool(own_database, SERVICE, min_size=1, max_size=1)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", key)
+        waiting = asyncio.create_task(migrate(pool, SCHEMA, PACKAGE))
+        for _ in range(500):
+            if await observer.fetchval(
+                "SELECT count(*) FROM pg_locks"
+                " WHERE locktype = 'advisory' AND NOT granted"
+            ):
+                break
+            await asyncio.sleep(0.01)
+        await holder.execute("SELECT pg_advisory_unlock($1)", key)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+
+        free = False
+        for _ in range(100):
+            free = await observer.fetchval("SELECT pg_try_advisory_lock($1)", key)
+            if free:
+                break
+            await asyncio.sleep(0.05)
+        assert free, "the migration lock is still held after a cancelled migrate"
+        await observer.execute("SELECT pg_advisory_unlock($1)", key)
+        # The same pool migrates to the end, without waiting on itself.
+        await asyncio.wait_for(migrate(pool, SCHEMA, PACKAGE), 10)
+        recorded = await observer.fetch(
+            f'SELECT name FROM "{SCHEMA}".schema_migrations ORDER BY name'
+        )
+        assert [row["name"] for row in recorded] == [
+            name for name, _ in migration_files(PACKAGE)
+        ]
+    finally:
+        await pool.close()
+        await holder.close()
+        await observer.close()
