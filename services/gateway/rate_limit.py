@@ -32,6 +32,7 @@ once per key and window by each replica.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -362,13 +363,7 @@ class RateLimiter:
         window, keys = self._submission_keys(tenant_id, personnel_number, now)
         window_end = (window + 1) * self.settings.submission_window_seconds
         try:
-            # One after the other, without a task each: a read of the second
-            # key by any request since `since` serves this check too, so the
-            # second wait is usually none.
-            counts = [
-                await self.counters.value(key, window_end, since=since)
-                for _, key, _ in keys
-            ]
+            counts = await self._counts([key for _, key, _ in keys], window_end, since)
         except StateUnavailable:
             self.metrics.unavailable.inc()
             return None
@@ -376,6 +371,34 @@ class RateLimiter:
             if count >= maximum:
                 return self._blocked(limit, key, window_end - now)
         return None
+
+    async def _counts(
+        self, keys: list[str], window_end: float, since: float
+    ) -> list[int]:
+        """Read the counts of `keys` at once, each from a read that began
+        after `since`.
+
+        The first is awaited here and the others run as tasks beside it:
+        both reads wait for the bucket together, as with `asyncio.gather`,
+        which costs about three times as much CPU for two.
+        """
+        if not keys:
+            return []
+        loop = asyncio.get_running_loop()
+        others = [
+            loop.create_task(self.counters.value(key, window_end, since=since))
+            for key in keys[1:]
+        ]
+        try:
+            first = await self.counters.value(keys[0], window_end, since=since)
+        except BaseException:
+            # As gather would, stop the other reads. They are awaited, so no
+            # task ends with an error that is never read.
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+            raise
+        return [first, *[await task for task in others]]
 
     async def count_submission(self, tenant_id: str, personnel_number: str) -> None:
         """Count one accepted submission for the person and the tenant.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import string
 
 from services.gateway.access import RequestIds
@@ -18,3 +19,21 @@ def test_ids_distinct_across_blocks() -> None:
 
 def test_separate_sources_differ() -> None:
     assert RequestIds().next() != RequestIds().next()
+
+
+def test_forked_child_draws_new_ids() -> None:
+    ids = RequestIds()
+    ids.next()
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(reader)
+        os.write(writer, ids.next().encode())
+        os._exit(0)
+    os.close(writer)
+    os.waitpid(child, 0)
+    with os.fdopen(reader) as pipe:
+        from_child = pipe.read()
+
+    assert len(from_child) == 32
+    assert from_child != ids.next()
