@@ -15,6 +15,24 @@ from pathlib import Path
 
 from shared.embedded import EmbeddedNats, EmbeddedPostgres
 
+NATS_IMAGE = "nats:2.10"
+POSTGRES_IMAGE = "postgres:16"
+
+
+def describe() -> str:
+    """Name the servers that the suite will use, for pytest's report header."""
+    docker = docker_available()
+
+    def chosen(variable: str, image: str) -> str:
+        if os.environ.get(variable):
+            return f"at ${variable}"
+        return f"container {image}" if docker else "embedded binary"
+
+    return (
+        f"linkdesk test servers: NATS {chosen('NATS_URL', NATS_IMAGE)},"
+        f" PostgreSQL {chosen('DATABASE_URL', POSTGRES_IMAGE)}"
+    )
+
 
 def docker_available() -> bool:
     """Return whether a Docker engine answers `GET /_ping` within two seconds.
@@ -50,7 +68,7 @@ def nats_server(work_dir: Path) -> Iterator[str]:
         from testcontainers.core.waiting_utils import wait_for_logs
 
         container = (
-            DockerContainer("nats:2.10").with_command("-js").with_exposed_ports(4222)
+            DockerContainer(NATS_IMAGE).with_command("-js").with_exposed_ports(4222)
         )
         with container:
             wait_for_logs(container, "Server is ready", timeout=30)
@@ -69,7 +87,7 @@ def postgres_server(work_dir: Path) -> Iterator[str]:
     if docker_available():
         from testcontainers.postgres import PostgresContainer
 
-        with PostgresContainer("postgres:16", driver=None) as container:
+        with PostgresContainer(POSTGRES_IMAGE, driver=None) as container:
             yield container.get_connection_url()
         return
     with EmbeddedPostgres(work_dir / "postgres") as server:

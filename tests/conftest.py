@@ -17,6 +17,10 @@ from tests.helpers import Admin, TenantFixture
 ADMIN_TOKEN = secrets.token_urlsafe(32)
 
 
+def pytest_report_header() -> str:
+    return backends.describe()
+
+
 @pytest.fixture(scope="session")
 def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("linkdesk")
