@@ -4,6 +4,7 @@ poll interval and catches up once the backlog is stored."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -50,14 +51,15 @@ async def becomes(condition: Callable[[], bool], timeout: float) -> bool:
 
 
 async def add_created_rows(pool: asyncpg.Pool, count: int) -> None:
-    for n in range(count):
-        await pool.execute(
-            "INSERT INTO ticket.outbox (event_id, subject, payload)"
-            " VALUES ($1, $2, $3)",
-            uuid.uuid4(),
-            subjects.ticket_created(TENANT),
-            f"{n}".encode(),
-        )
+    # One statement, so that every row is about as old as the first one
+    # when the relay starts, however busy the machine is.
+    await pool.executemany(
+        "INSERT INTO ticket.outbox (event_id, subject, payload) VALUES ($1, $2, $3)",
+        [
+            (uuid.uuid4(), subjects.ticket_created(TENANT), f"{n}".encode())
+            for n in range(count)
+        ],
+    )
 
 
 async def test_relay_gives_way_to_a_backlog(
@@ -118,6 +120,46 @@ async def test_relay_holds_events_back_briefly(
     finally:
         relay.stop()
         await task
+
+
+async def test_end_of_hold_logged(ticket_pool: asyncpg.Pool, nc: Client) -> None:
+    """When the bound ends the hold, the relay logs `outbox_hold_ended` once."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    relay_logger = logging.getLogger(outbox.__name__)
+    relay_logger.addHandler(handler)
+    # Without a level of its own, the logger takes the root logger's, which
+    # passes only warnings under pytest unless a test changed it.
+    level = relay_logger.level
+    relay_logger.setLevel(logging.INFO)
+    await add_created_rows(ticket_pool, 300)
+    settings = config.from_env(
+        {
+            "TICKET_OUTBOX_BATCH": "10",
+            "TICKET_OUTBOX_POLL_SECONDS": "5",
+            "TICKET_OUTBOX_MAX_HOLD_SECONDS": "3",
+        }
+    )
+    relay = outbox.OutboxRelay(ticket_pool, nc, settings, backlogged=lambda: True)
+
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(1)
+        unsent_after_1s = await unsent(ticket_pool)
+        left = await until_unsent_at_most(ticket_pool, 0, 15)
+    finally:
+        relay.stop()
+        await task
+        relay_logger.removeHandler(handler)
+        relay_logger.setLevel(level)
+
+    ended = [r for r in records if getattr(r, "event", "") == "outbox_hold_ended"]
+    # One round of 10 before the first poll interval: the rest was held.
+    assert unsent_after_1s >= 290
+    assert left == 0
+    assert len(ended) == 1
+    assert ended[0].max_hold_seconds == 3
 
 
 async def publish_submissions(nc: Client, count: int) -> None:
