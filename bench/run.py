@@ -411,7 +411,7 @@ async def stored_since(
     connection: asyncpg.Connection, after_id: int, count: int, deadline: float
 ) -> int:
     """Wait until `count` tickets with an id above `after_id` are stored, or
-    until `deadline` (monotonic); return how many are.
+    until `deadline` (monotonic), and return how many are stored.
 
     A `count(*)` of the whole table every quarter second read every ticket
     that earlier steps had left, on the server whose drain it timed. The

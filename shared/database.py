@@ -88,6 +88,8 @@ async def _apply_missing(
     schema: str,
     package: str,
 ) -> list[str]:
+    """Apply the files of `package` not yet recorded in `schema`, each in a
+    transaction of its own, and return their names. Call with the lock held."""
     applied: list[str] = []
     await connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     await connection.execute(

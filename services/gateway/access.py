@@ -36,10 +36,11 @@ class RequestIds:
         _SOURCES.add(self)
 
     def forget_block(self) -> None:
-        """Drop the random bytes read so far; the next id reads new ones."""
+        """Drop the random bytes read so far, so that the next id reads new ones."""
         self._block, self._offset = b"", 0
 
     def next(self) -> str:
+        """Return a new id."""
         if self._offset >= len(self._block):
             self._block, self._offset = os.urandom(16 * self._per_read), 0
         start, self._offset = self._offset, self._offset + 16

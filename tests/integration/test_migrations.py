@@ -102,8 +102,8 @@ async def test_released_connection_rolled_back_without_reset(
 
 
 async def test_migration_lock_released_for_next_migrate(own_database: str) -> None:
-    """Without a reset on release, the migration lock is still let go: a
-    second pool can migrate while the first keeps its connection."""
+    """Without a reset on release, the migration lock is still released, so
+    a second pool can migrate while the first keeps its connection."""
     first = await create_pool(own_database, SERVICE, min_size=1, max_size=1)
     second = await create_pool(own_database, SERVICE, min_size=1, max_size=1)
     try:
@@ -117,7 +117,7 @@ async def test_migration_lock_released_for_next_migrate(own_database: str) -> No
 
 async def test_cancelled_migrate_leaves_no_lock(own_database: str) -> None:
     """A migrate cancelled while it waits for the lock leaves no lock behind,
-    even when the server granted it just as the cancel came."""
+    even when the server granted it just as the cancel arrived."""
     key = _lock_key(SCHEMA)
     holder = await asyncpg.connect(own_database)
     observer = await asyncpg.connect(own_database)

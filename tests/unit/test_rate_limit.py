@@ -565,7 +565,7 @@ async def test_hashed_keys_remembered_within_bound(
         rl._remembered_key("person", f"t\x00{number}")
     await rl.check_link(ADDRESS, SECRET)
 
-    # The bound holds, and no address or secret is kept.
+    # The bound is kept, and no address or secret is remembered.
     assert len(rl._keys) == 3
     assert all(kind == "person" for kind, _ in rl._keys)
     # A forgotten key is hashed again to the same value; a fresh limiter
@@ -575,7 +575,7 @@ async def test_hashed_keys_remembered_within_bound(
     assert first.startswith("person.")
 
 
-async def test_check_reads_both_keys_after_it_began(nc: Client, bucket: str) -> None:
+async def test_check_reads_both_keys_again(nc: Client, bucket: str) -> None:
     clock = Clock()
     state = CountingState(nc, bucket)
     rl = limiter(nc, bucket, clock, state=state)
@@ -584,8 +584,8 @@ async def test_check_reads_both_keys_after_it_began(nc: Client, bucket: str) -> 
 
     assert await rl.check_submission(tenant, "004711") is None
     assert state.reads == 2
-    # Another replica fills the person's window; the next check reads both
-    # keys again rather than trusting what the first check saw.
+    # Another replica fills the person's window. The next check reads both
+    # keys again rather than reusing the counts of the first check.
     await writer.count_submission(tenant, "004711")
     await writer.count_submission(tenant, "004711")
     await writer.counters.flush()
