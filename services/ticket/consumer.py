@@ -131,6 +131,24 @@ async def working_on(
             await task
 
 
+class _Turn:
+    """A batch's place in line for its ticket numbers.
+
+    A batch takes its numbers only after the batch fetched before it is
+    committed or rolled back, so a tenant's numbers follow the stream order
+    even while the next batch is prepared beside the one in the database.
+    """
+
+    def __init__(self, stored_before: asyncio.Event | None) -> None:
+        self._stored_before = stored_before
+        self.stored = asyncio.Event()
+        """Set once this batch's transaction has ended, whatever its outcome."""
+
+    async def wait(self) -> None:
+        if self._stored_before is not None:
+            await self._stored_before.wait()
+
+
 STORED_LOG_CHUNK = 64
 """Tickets listed per `tickets_stored` log line at most, which keeps a line
 below about 10 KB."""
@@ -172,7 +190,8 @@ class SubmissionConsumer:
         self._in_hand: list[Msg] = []
         """Messages taken from the puller and not yet handled, which the
         heartbeat covers together with the puller's buffer."""
-        self._connection: PoolConnectionProxy[asyncpg.Record] | None = None
+        self._idle_connections: list[PoolConnectionProxy[asyncpg.Record]] = []
+        """Connections kept between batches: at most one per batch in hand."""
         self._stopping = asyncio.Event()
         self.backlogged = False
         """Whether at least one more full batch waited on the server when the
@@ -202,8 +221,11 @@ class SubmissionConsumer:
 
         Messages keep arriving while a batch is stored, so NATS and
         PostgreSQL work at the same time, and the next batch takes all of
-        them. The batches are still stored one after the other, in stream
-        order.
+        them. Two batches are in flight at most: while one is in its
+        transaction, the next is decoded, checked and waits on a connection
+        of its own, and it takes its ticket numbers only once the one before
+        is committed or rolled back. The acknowledgements of one batch go out
+        while the next is stored.
         """
         puller = pull.Puller(
             self.nc,
@@ -213,14 +235,31 @@ class SubmissionConsumer:
             on_answer=self._fetched,
         )
         await puller.start()
+        in_flight: asyncio.Task[None] | None = None
         try:
             async with working_on(
                 lambda: [*self._in_hand, *puller.buffered], self.heartbeat_interval
             ):
+                stored_before: asyncio.Event | None = None
                 while not self._stopping.is_set():
                     batch = await self._fetch(puller)
-                    await self._handle_batch(batch)
+                    turn = _Turn(stored_before)
+                    stored_before = turn.stored
+                    previous, in_flight = (
+                        in_flight,
+                        asyncio.create_task(
+                            self._handle_batch(batch, turn), name="ticket-store-batch"
+                        ),
+                    )
+                    if previous is not None:
+                        await previous
+                if in_flight is not None:
+                    await in_flight
         finally:
+            if in_flight is not None and not in_flight.done():
+                in_flight.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await in_flight
             with contextlib.suppress(nats.errors.Error, OSError):
                 await puller.stop()
             # Stopped before these were stored (the stop timed out, or they
@@ -230,7 +269,7 @@ class SubmissionConsumer:
                 msg for msg in [*self._in_hand, *puller.buffered] if not msg.is_acked
             ]
             await _nak_quietly(pending)
-            await self._release_database()
+            await self._release_idle_connections()
 
     async def _fetch(self, puller: pull.Puller) -> list[Msg]:
         """Return the next batch; return no messages after a second without
@@ -254,7 +293,13 @@ class SubmissionConsumer:
         self.metrics.last_fetch.set_to_current_time()
         self._backoff = 0.5
 
-    async def _handle_batch(self, batch: list[Msg]) -> None:
+    async def _handle_batch(self, batch: list[Msg], turn: _Turn) -> None:
+        try:
+            await self._handle_batch_in_turn(batch, turn)
+        finally:
+            turn.stored.set()
+
+    async def _handle_batch_in_turn(self, batch: list[Msg], turn: _Turn) -> None:
         if not batch:
             self.backlogged = False
             return
@@ -263,7 +308,7 @@ class SubmissionConsumer:
             if msg.metadata.num_delivered > 1:
                 self.metrics.redeliveries.inc()
         try:
-            handled = await self._store_batch(batch)
+            handled = await self._store_batch(batch, turn)
         except Exception:
             # A bug must not end the loop. Storing the messages one at a time
             # confines the failure to the message that triggers it.
@@ -273,7 +318,7 @@ class SubmissionConsumer:
                 extra={"event": "consumer_error", "messages": len(batch)},
             )
             handled = await self._store_one_at_a_time(
-                [msg for msg in batch if not msg.is_acked]
+                [msg for msg in batch if not msg.is_acked], turn
             )
         finally:
             # Messages neither acknowledged nor rejected here are
@@ -288,10 +333,10 @@ class SubmissionConsumer:
             self.backlogged = False
             await asyncio.sleep(1.0)
 
-    async def _store_one_at_a_time(self, messages: list[Msg]) -> bool:
+    async def _store_one_at_a_time(self, messages: list[Msg], turn: _Turn) -> bool:
         for msg in messages:
             try:
-                handled = await self._store_batch([msg])
+                handled = await self._store_batch([msg], turn)
             except Exception as exc:
                 # A message that triggers a bug must not come back for ever:
                 # it counts as a failure and is parked once it has failed
@@ -313,7 +358,7 @@ class SubmissionConsumer:
                 return False
         return True
 
-    async def _store_batch(self, batch: list[Msg]) -> bool:
+    async def _store_batch(self, batch: list[Msg], turn: _Turn) -> bool:
         """Store, retry or park every message of a batch.
 
         Returns False when the database or the tenant service is unreachable,
@@ -339,7 +384,7 @@ class SubmissionConsumer:
         deliveries, tenants_reachable = await self._check_tenants(deliveries)
         if not deliveries:
             return tenants_reachable
-        database_reachable = await self._store(deliveries)
+        database_reachable = await self._store(deliveries, turn)
         return tenants_reachable and database_reachable
 
     async def _check_tenants(
@@ -380,24 +425,30 @@ class SubmissionConsumer:
                 checked.append(delivery)
         return checked, unavailable is None
 
-    async def _store(self, deliveries: list[_Delivery]) -> bool:
+    async def _store(self, deliveries: list[_Delivery], turn: _Turn) -> bool:
         """Store the submissions in one transaction, then acknowledge, retry
         or park each message.
 
         Returns False, after rejecting every message for redelivery, when the
         database is unreachable.
         """
-        submissions = [
-            repository.Submission(delivery.data, delivery.sequence)
-            for delivery in deliveries
-        ]
+        batch = repository.prepare_batch(
+            [
+                repository.Submission(delivery.data, delivery.sequence)
+                for delivery in deliveries
+            ],
+            number_zone=self.config.number_zone,
+        )
+        connection: PoolConnectionProxy[asyncpg.Record] | None = None
         try:
-            connection = await self._database()
-            results = await repository.store_submissions(
-                connection, submissions, number_zone=self.config.number_zone
+            connection = await self._take_connection()
+            await turn.wait()
+            results = await repository.store_batch(
+                connection, batch, ended=turn.stored.set
             )
         except repository.DATABASE_DOWN as exc:
-            await self._release_database()
+            turn.stored.set()
+            await self._release(connection)
             logger.warning(
                 "database unreachable, %d messages left for redelivery",
                 len(deliveries),
@@ -413,8 +464,10 @@ class SubmissionConsumer:
                 await delivery.msg.nak(delay=2.0)
             return False
         except BaseException:
-            await self._release_database()
+            turn.stored.set()
+            await self._release(connection)
             raise
+        self._idle_connections.append(connection)
 
         stored: list[tuple[_Delivery, repository.Ticket]] = []
         for delivery, result in zip(deliveries, results, strict=True):
@@ -447,15 +500,16 @@ class SubmissionConsumer:
             self.on_stored()
         return True
 
-    async def _database(self) -> PoolConnectionProxy[asyncpg.Record]:
-        """Return the connection that stores batches, acquired once and kept."""
-        if self._connection is None:
-            self._connection = await self.pool.acquire()
-        return self._connection
+    async def _take_connection(self) -> PoolConnectionProxy[asyncpg.Record]:
+        """Return a kept connection, or one newly acquired from the pool."""
+        if self._idle_connections:
+            return self._idle_connections.pop()
+        return await self.pool.acquire()
 
-    async def _release_database(self) -> None:
-        """Return the kept connection to the pool, which closes it if broken."""
-        connection, self._connection = self._connection, None
+    async def _release(
+        self, connection: PoolConnectionProxy[asyncpg.Record] | None
+    ) -> None:
+        """Return a connection to the pool, which closes it if broken."""
         if connection is None:
             return
         try:
@@ -465,6 +519,11 @@ class SubmissionConsumer:
                 "releasing the database connection failed",
                 extra={"event": "connection_release_failed", "error": repr(exc)},
             )
+
+    async def _release_idle_connections(self) -> None:
+        connections, self._idle_connections = self._idle_connections, []
+        for connection in connections:
+            await self._release(connection)
 
     async def _fail_after_error(self, msg: Msg, exc: Exception) -> None:
         ids: dict[str, object] = {"stream_seq": msg.metadata.sequence.stream}

@@ -47,8 +47,8 @@ class Puller:
     """Buffer of messages delivered to pull requests on one durable consumer.
 
     At most `batch` messages are buffered or requested at a time, so a
-    caller that stores one batch while the next one arrives has at most
-    twice `batch` unacknowledged messages.
+    caller with two batches in hand while the next one arrives has at most
+    three times `batch` unacknowledged messages.
     """
 
     def __init__(

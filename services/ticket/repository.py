@@ -7,7 +7,7 @@ import logging
 import re
 import uuid
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -181,12 +181,6 @@ class _Duplicate(Exception):
     """Rolls back the counter increment of a submission that is already stored."""
 
 
-class _AlreadyStored(Exception):
-    """A submission of the batch is stored already: a redelivery, a repeat
-    within the batch, or another transaction's insert. The batch's counter
-    increments then include numbers that no ticket gets."""
-
-
 async def store_submission(
     pool: asyncpg.Pool,
     data: events.TicketSubmittedData,
@@ -213,15 +207,32 @@ async def store_submissions(
     """Store submissions, each with its number, history and `created` event.
     Returns one result per submission, in the order given.
 
-    The batch is stored in a transaction of its own, or in a savepoint when
-    the connection is in a transaction already. If that fails, it is rolled
-    back and stored again the same way, one submission at a time, each in a
-    savepoint of its own, so a failing one uses up no number and the others
-    are still stored. Numbers are handed out per tenant and year in the order of the
-    stream sequences. Raises one of DATABASE_DOWN when the database is out of
-    reach. The caller's transaction is then lost, and a commit of its own may
-    or may not have happened.
+    Raises ValueError when a tenant id is not a UUID; see `store_batch`.
     """
+    return await store_batch(
+        connection, prepare_batch(submissions, number_zone=number_zone)
+    )
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """Submissions in lock order with the arguments of the statement that
+    stores them, built before the batch waits for the database."""
+
+    order: list[int]
+    """Index in the given submissions of each submission in lock order."""
+    ordered: list[Submission]
+    tenant_ids: list[uuid.UUID]
+    number_zone: zoneinfo.ZoneInfo
+    arguments: list[object]
+
+
+def prepare_batch(
+    submissions: Sequence[Submission], *, number_zone: zoneinfo.ZoneInfo
+) -> PreparedBatch:
+    """Sort submissions into lock order and build the arguments of the
+    statement that stores them; raise ValueError when a tenant id is not a
+    UUID."""
     tenants = {
         tenant_id: uuid.UUID(tenant_id)
         for tenant_id in {item.data.tenant_id for item in submissions}
@@ -234,31 +245,154 @@ async def store_submissions(
         key=lambda index: _lock_order(submissions[index], tenants, number_zone),
     )
     ordered = [submissions[index] for index in order]
+    keys = [
+        (
+            tenants[item.data.tenant_id],
+            lifecycle.number_year(item.data.submitted_at, number_zone),
+        )
+        for item in ordered
+    ]
+    # A dict keeps the order in which keys first appear, which is the lock
+    # order.
+    counts: dict[tuple[uuid.UUID, int], int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    # How far each number lies below its counter's new value: the last
+    # submission of a key gets the new value itself.
+    remaining = dict(counts)
+    below_last = []
+    for key in keys:
+        remaining[key] -= 1
+        below_last.append(remaining[key])
+    created = [ticket_events.created_template(item.data) for item in ordered]
+    data = [item.data for item in ordered]
+    arguments: list[object] = [
+        [tenant_id for tenant_id, _ in counts],
+        [year for _, year in counts],
+        list(counts.values()),
+        # asyncpg encodes a UUID from its text without a uuid.UUID.
+        [item.submission_id for item in data],
+        [item.reference for item in data],
+        [tenant_id for tenant_id, _ in keys],
+        [year for _, year in keys],
+        below_last,
+        [item.personnel_number for item in data],
+        [item.reporter_name for item in data],
+        [item.category for item in data],
+        [item.subject for item in data],
+        [item.description for item in data],
+        [item.location for item in data],
+        [item.urgency for item in data],
+        [item.language for item in data],
+        [item.submitted_at for item in data],
+        [item.stream_sequence for item in ordered],
+        [template.event_id for template in created],
+        [template.subject for template in created],
+        [template.before_time for template in created],
+        [template.before_ticket_id for template in created],
+        [template.before_created_at for template in created],
+        ticket_events.NUMBER_KEY,
+        ticket_events.END,
+    ]
+    return PreparedBatch(
+        order, ordered, [tenant_id for tenant_id, _ in keys], number_zone, arguments
+    )
+
+
+def _nothing() -> None:
+    pass
+
+
+async def store_batch(
+    connection: Connection,
+    batch: PreparedBatch,
+    *,
+    ended: Callable[[], None] = _nothing,
+) -> list[StoreResult]:
+    """Store a prepared batch; return one result per submission, in the
+    order given to `prepare_batch`.
+
+    The batch is stored by one statement, which is a transaction of its own,
+    or in a savepoint when the connection is in a transaction already. If
+    that fails, for example because a submission is stored already, nothing
+    of it stays, and the batch is stored again one submission at a time,
+    each in a savepoint of its own, so a failing one uses up no number and
+    the others are still stored. Numbers are handed out per tenant and year
+    in the order of the stream sequences.
+
+    `ended` is called once the batch holds no counter lock any more: after
+    the statement, or after the one-at-a-time transaction, before the
+    results are built. When the database is out of reach, it is called
+    before one of DATABASE_DOWN is raised. The caller's transaction is then
+    lost, and a commit of its own may or may not have happened.
+    """
     results: list[StoreResult]
     try:
-        async with connection.transaction():
-            results = [*await _store_all(connection, ordered, tenants, number_zone)]
+        if connection.is_in_transaction():
+            async with connection.transaction():
+                rows = await connection.fetch(_STORE_BATCH, *batch.arguments)
+        else:
+            rows = await connection.fetch(_STORE_BATCH, *batch.arguments)
     except DATABASE_DOWN:
+        ended()
         raise
-    except _AlreadyStored:
-        # One at a time finds the stored ones and hands out numbers only to
-        # the others.
-        logger.debug(
-            "batch contains stored submissions, storing its %d submissions "
-            "one at a time",
-            len(ordered),
-            extra={"event": "batch_store_fallback"},
-        )
-        results = await _store_each(connection, ordered, number_zone)
     except (asyncpg.PostgresError, ValueError) as exc:
-        logger.info(
-            "batch insert failed, storing its %d submissions one at a time",
-            len(ordered),
-            extra={"event": "batch_store_fallback", "error": repr(exc)},
-        )
-        results = await _store_each(connection, ordered, number_zone)
-    by_index = dict(zip(order, results, strict=True))
-    return [by_index[index] for index in range(len(submissions))]
+        if (
+            isinstance(exc, asyncpg.UniqueViolationError)
+            and exc.constraint_name == _SUBMISSION_KEY
+        ):
+            # A redelivery, a repeat within the batch, or another
+            # transaction's insert. One at a time finds the stored ones and
+            # hands out numbers only to the others.
+            logger.debug(
+                "batch contains stored submissions, storing its %d submissions "
+                "one at a time",
+                len(batch.ordered),
+                extra={"event": "batch_store_fallback"},
+            )
+        else:
+            logger.info(
+                "batch insert failed, storing its %d submissions one at a time",
+                len(batch.ordered),
+                extra={"event": "batch_store_fallback", "error": repr(exc)},
+            )
+        try:
+            results = await _store_each(connection, batch.ordered, batch.number_zone)
+        finally:
+            ended()
+    else:
+        ended()
+        results = [
+            _new_ticket(item, tenant_id, row)
+            for item, tenant_id, row in zip(
+                batch.ordered, batch.tenant_ids, rows, strict=True
+            )
+        ]
+    by_index = dict(zip(batch.order, results, strict=True))
+    return [by_index[index] for index in range(len(batch.order))]
+
+
+def _new_ticket(item: Submission, tenant_id: uuid.UUID, row: asyncpg.Record) -> Ticket:
+    data = item.data
+    return Ticket(
+        id=row["id"],
+        number=row["number"],
+        submission_id=uuid.UUID(data.submission_id),
+        reference=data.reference,
+        tenant_id=tenant_id,
+        personnel_number=data.personnel_number,
+        reporter_name=data.reporter_name,
+        category=data.category,
+        subject=data.subject,
+        description=data.description,
+        location=data.location,
+        urgency=data.urgency,
+        language=data.language,
+        status="new",
+        submitted_at=data.submitted_at,
+        stored_at=row["stored_at"],
+        updated_at=None,
+    )
 
 
 def _lock_order(
@@ -358,127 +492,29 @@ async def _store_one(
     return ticket
 
 
-async def _store_all(
-    connection: Connection,
-    submissions: Sequence[Submission],
-    tenants: dict[str, uuid.UUID],
-    number_zone: zoneinfo.ZoneInfo,
-) -> list[Ticket]:
-    """Store new submissions in two statements: one takes the numbers and ids,
-    one writes the tickets, their history rows and their `created` events.
+_SUBMISSION_KEY = "tickets_submission_id_key"
+"""The unique constraint that a submission stored already violates."""
 
-    Every round trip to PostgreSQL is a wait for the whole batch, so the
-    events are built between the two from the ids taken in the first.
-    Raises _AlreadyStored when one of them is stored already; the caller then
-    rolls back. Checking for stored ones beforehand would cost a query per
-    batch, while redeliveries are rare.
-    """
-    allocation = await _take_numbers(connection, submissions, tenants, number_zone)
-    tickets = [
-        Ticket(
-            id=ticket_id,
-            number=number,
-            submission_id=uuid.UUID(item.data.submission_id),
-            reference=item.data.reference,
-            tenant_id=tenants[item.data.tenant_id],
-            personnel_number=item.data.personnel_number,
-            reporter_name=item.data.reporter_name,
-            category=item.data.category,
-            subject=item.data.subject,
-            description=item.data.description,
-            location=item.data.location,
-            urgency=item.data.urgency,
-            language=item.data.language,
-            status="new",
-            submitted_at=item.data.submitted_at,
-            stored_at=allocation.stored_at,
-            updated_at=None,
-        )
-        for item, ticket_id, number in zip(
-            submissions, allocation.ids, allocation.numbers, strict=True
-        )
-    ]
-    created = [
-        ticket_events.ticket_created(
-            item.data,
-            ticket_id=ticket.id,
-            number=number,
-            created_at=allocation.stored_at,
-        )
-        for item, ticket, number in zip(
-            submissions, tickets, allocation.numbers, strict=True
-        )
-    ]
-    inserted = await connection.fetchval(
-        _INSERT_TICKETS,
-        *_ticket_columns(submissions, tickets),
-        [event.event_id for event in created],
-        [event.subject for event in created],
-        [event.payload for event in created],
+
+def _padded(value: str, width: int) -> str:
+    """SQL for the text of the integer `value`, padded with zeros to `width`
+    digits and longer when it has more, as `lifecycle.format_number` writes."""
+    text = f"({value})::text"
+    return f"lpad({text}, greatest({width}, length({text})), '0')"
+
+
+def _rfc3339(value: str) -> str:
+    """SQL for the timestamptz `value` as msgspec writes it: UTC with `Z`, and
+    microseconds only when they are not zero."""
+    utc = f"({value} AT TIME ZONE 'UTC')"
+    return (
+        f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
+        f" || CASE WHEN extract(microseconds FROM {utc})::bigint % 1000000 = 0"
+        f" THEN '' ELSE to_char({utc}, '.US') END || 'Z'"
     )
-    if inserted < len(submissions):
-        raise _AlreadyStored
-    return tickets
 
 
-@dataclass(frozen=True)
-class _Allocation:
-    """Ticket numbers and ids for a batch, in its order, and the time of its
-    transaction, which is the `stored_at` of its tickets."""
-
-    numbers: list[str]
-    ids: list[int]
-    stored_at: dt.datetime
-
-
-async def _take_numbers(
-    connection: Connection,
-    submissions: Sequence[Submission],
-    tenants: dict[str, uuid.UUID],
-    number_zone: zoneinfo.ZoneInfo,
-) -> _Allocation:
-    """Raise each tenant's yearly counter by the count of its submissions and
-    take a ticket id per submission, in one statement.
-
-    The counter rows stay locked until the transaction ends, as in
-    `_store_one`, so no other transaction hands out the same numbers. Ids
-    taken by a transaction that rolls back are not used again, as with any
-    identity column.
-    """
-    years = [
-        lifecycle.number_year(item.data.submitted_at, number_zone)
-        for item in submissions
-    ]
-    keys = [
-        (tenants[item.data.tenant_id], year)
-        for item, year in zip(submissions, years, strict=True)
-    ]
-    # A dict keeps the order in which keys first appear, which is the lock
-    # order of the sorted batch.
-    counts: dict[tuple[uuid.UUID, int], int] = {}
-    for key in keys:
-        counts[key] = counts.get(key, 0) + 1
-    rows = await connection.fetch(
-        _TAKE_NUMBERS,
-        [tenant_id for tenant_id, _ in counts],
-        [year for _, year in counts],
-        list(counts.values()),
-        len(submissions),
-    )
-    next_value = {
-        (row["tenant_id"], row["year"]): row["last_value"]
-        - counts[(row["tenant_id"], row["year"])]
-        + 1
-        for row in rows
-    }
-    numbers = []
-    for key in keys:
-        numbers.append(lifecycle.format_number(key[1], next_value[key]))
-        next_value[key] += 1
-    return _Allocation(numbers, sorted(rows[0]["ids"]), rows[0]["stored_at"])
-
-
-_TAKE_NUMBERS = (
+_STORE_BATCH = (
     "WITH counter AS ("
     " INSERT INTO ticket.ticket_counters (tenant_id, year, last_value)"
     " SELECT tenant_id, year, added"
@@ -489,22 +525,28 @@ _TAKE_NUMBERS = (
     " DO UPDATE SET last_value = ticket_counters.last_value + excluded.last_value"
     " RETURNING tenant_id, year, last_value"
     "), ids AS ("
-    " SELECT array_agg(nextval('ticket.tickets_id_seq')) AS ids"
-    " FROM generate_series(1, $4)"
-    " WHERE (SELECT count(*) FROM counter) > 0"
-    ") SELECT tenant_id, year, last_value, ids, now() AS stored_at"
-    " FROM counter CROSS JOIN ids"
-)
-"""Raise the counters, returning one row per counter; every row carries all
-the ticket ids taken and the transaction's time.
-
-The ids are taken only after every counter row is locked (the count reads
-the whole `counter` first). Otherwise a batch that waits for another
-transaction's counter lock would hold ids older than that transaction's,
-and a tenant's later ticket numbers could get smaller ids."""
-
-_INSERT_TICKETS = (
-    "WITH inserted AS ("
+    " SELECT array_agg(id ORDER BY id) AS ids FROM ("
+    "  SELECT nextval('ticket.tickets_id_seq') AS id"
+    "  FROM generate_series(1, cardinality($4::uuid[]))"
+    "  WHERE (SELECT count(*) FROM counter) > 0"
+    " ) AS taken"
+    "), numbered AS ("
+    " SELECT submission.*, ids.ids[submission.position] AS id,"
+    f" {_padded('submission.year', 4)} || '-'"
+    f" || {_padded('counter.last_value - submission.below_last', 6)} AS number"
+    " FROM unnest($4::uuid[], $5::text[], $6::uuid[], $7::integer[],"
+    " $8::integer[], $9::text[], $10::text[], $11::text[], $12::text[],"
+    " $13::text[], $14::text[], $15::text[], $16::text[], $17::timestamptz[],"
+    " $18::bigint[], $19::uuid[], $20::text[], $21::bytea[], $22::bytea[],"
+    " $23::bytea[])"
+    " WITH ORDINALITY AS submission(submission_id, reference, tenant_id, year,"
+    " below_last, personnel_number, reporter_name, category, subject,"
+    " description, location, urgency, language, submitted_at, stream_sequence,"
+    " event_id, event_subject, before_time, before_ticket_id,"
+    " before_created_at, position)"
+    " JOIN counter USING (tenant_id, year)"
+    " CROSS JOIN ids"
+    "), inserted AS ("
     " INSERT INTO ticket.tickets (id, submission_id, number, reference, tenant_id,"
     " personnel_number, reporter_name, category, subject, description, location,"
     " urgency, language, submitted_at, stream_sequence)"
@@ -512,52 +554,32 @@ _INSERT_TICKETS = (
     " SELECT id, submission_id, number, reference, tenant_id, personnel_number,"
     " reporter_name, category, subject, description, location, urgency,"
     " language, submitted_at, stream_sequence"
-    " FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::uuid[],"
-    " $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],"
-    " $12::text[], $13::text[], $14::timestamptz[], $15::bigint[])"
-    " WITH ORDINALITY AS submission(id, submission_id, number, reference,"
-    " tenant_id, personnel_number, reporter_name, category, subject, description,"
-    " location, urgency, language, submitted_at, stream_sequence, position)"
-    " ORDER BY position"
-    " ON CONFLICT (submission_id) DO NOTHING RETURNING id, stored_at"
+    " FROM numbered ORDER BY position"
+    " RETURNING id, stored_at"
     "), history AS ("
     " INSERT INTO ticket.ticket_history"
     " (ticket_id, from_status, to_status, changed_by, changed_at)"
     " SELECT id, NULL, 'new', 'submission', stored_at FROM inserted ORDER BY id"
+    "), stamp AS ("
+    f" SELECT convert_to({_rfc3339('now()')}, 'UTF8') AS time"
     "), created AS ("
     " INSERT INTO ticket.outbox (event_id, subject, payload)"
-    " SELECT event_id, subject, payload"
-    " FROM unnest($16::uuid[], $17::text[], $18::bytea[])"
-    " WITH ORDINALITY AS event(event_id, subject, payload, position)"
-    " ORDER BY position"
-    ") SELECT count(*) FROM inserted"
+    " SELECT event_id, event_subject, before_time || stamp.time"
+    " || before_ticket_id || convert_to(id::text, 'UTF8') || $24::bytea"
+    " || convert_to(number, 'UTF8') || before_created_at || stamp.time"
+    " || $25::bytea"
+    " FROM numbered CROSS JOIN stamp ORDER BY position"
+    ") SELECT id, number, now() AS stored_at FROM numbered ORDER BY position"
 )
-"""Insert tickets from one array per column, each with its first history row
-and its `created` event, and return how many tickets were new. The events of
-a batch with a stored submission are written too; the caller rolls them back."""
+"""Raise the counters, take the ids, and insert the tickets with their first
+history rows and `created` events; return each ticket's id and number, in
+the order given, with the transaction's time, which is every ticket's
+`stored_at`.
 
-
-def _ticket_columns(
-    submissions: Sequence[Submission], tickets: Sequence[Ticket]
-) -> list[list[Any]]:
-    """Return the ticket arguments of _INSERT_TICKETS: one list per column."""
-    return [
-        [ticket.id for ticket in tickets],
-        [ticket.submission_id for ticket in tickets],
-        [ticket.number for ticket in tickets],
-        [ticket.reference for ticket in tickets],
-        [ticket.tenant_id for ticket in tickets],
-        [ticket.personnel_number for ticket in tickets],
-        [ticket.reporter_name for ticket in tickets],
-        [ticket.category for ticket in tickets],
-        [ticket.subject for ticket in tickets],
-        [ticket.description for ticket in tickets],
-        [ticket.location for ticket in tickets],
-        [ticket.urgency for ticket in tickets],
-        [ticket.language for ticket in tickets],
-        [ticket.submitted_at for ticket in tickets],
-        [item.stream_sequence for item in submissions],
-    ]
+The ids are taken only after every counter row is locked (the count reads
+the whole `counter` first). Otherwise a batch that waits for another
+transaction's counter lock would hold ids older than that transaction's,
+and a tenant's later ticket numbers could get smaller ids."""
 
 
 # --- tickets ----------------------------------------------------------------

@@ -162,12 +162,15 @@ async def test_end_of_hold_logged(ticket_pool: asyncpg.Pool, nc: Client) -> None
     assert ended[0].max_hold_seconds == 3
 
 
-async def publish_submissions(nc: Client, count: int) -> None:
+async def publish_submissions(
+    nc: Client, count: int, tenants: tuple[str, ...] = (TENANT,)
+) -> None:
     js = nc.jetstream()
-    for _ in range(count):
-        event = submitted_event(TENANT)
+    for n in range(count):
+        tenant = tenants[n % len(tenants)]
+        event = submitted_event(tenant)
         await js.publish(
-            subjects.ticket_submitted(TENANT),
+            subjects.ticket_submitted(tenant),
             messages.ENCODER.encode(event),
             headers={"Nats-Msg-Id": event.data.submission_id},
             stream=subjects.TICKET_STREAM,
@@ -243,3 +246,41 @@ async def test_stuck_consumer_reports_no_backlog(
     assert (info.num_pending or 0) >= 10
     assert samples.count(True) < len(samples) / 2
     assert await ticket_pool.fetchval("SELECT count(*) FROM ticket.tickets") == 0
+
+
+async def test_backlog_numbers_follow_the_stream(
+    ticket_pool: asyncpg.Pool, nc: Client
+) -> None:
+    """Batches stored while the next one is prepared still number each
+    tenant's tickets in stream order, with ids in the same order."""
+    tenants = (TENANT, "00000000-0000-4000-8000-0000000b10c1")
+    count = 150
+    await publish_submissions(nc, count, tenants)
+    settings = config.from_env(
+        {"TICKET_FETCH_BATCH": "7", "TICKET_TENANT_CHECK": "off"}
+    )
+    consumer = SubmissionConsumer(ticket_pool, nc, settings, None)
+    await consumer.setup()
+
+    task = asyncio.create_task(consumer.run())
+    try:
+        deadline = time.monotonic() + 30
+        stored = 0
+        while stored < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            stored = await ticket_pool.fetchval("SELECT count(*) FROM ticket.tickets")
+    finally:
+        consumer.stop()
+        await task
+
+    assert stored == count
+    for tenant in tenants:
+        rows = await ticket_pool.fetch(
+            "SELECT id, number FROM ticket.tickets WHERE tenant_id = $1"
+            " ORDER BY stream_sequence",
+            uuid.UUID(tenant),
+        )
+        numbers = [row["number"] for row in rows]
+        ids = [row["id"] for row in rows]
+        assert numbers == [f"{numbers[0][:4]}-{n:06d}" for n in range(1, 76)]
+        assert ids == sorted(ids)

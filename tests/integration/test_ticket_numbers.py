@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from services.ticket import lifecycle, repository
-from shared import events, reference
+from shared import events, reference, subjects
 
 UTC = zoneinfo.ZoneInfo("UTC")
 
@@ -389,3 +389,86 @@ async def test_waiting_batch_ids_follow_numbers(pool: asyncpg.Pool) -> None:
     assert early.number == "2026-000001"
     assert late.number == "2026-000002"
     assert late.id > early.id
+
+
+# --- the batch statement ----------------------------------------------------
+
+
+async def test_batch_statement_writes_whole_events(
+    pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The statement that stores a batch fills ids, numbers and times into
+    the `created` events; each reads back as msgspec encodes it, with the
+    values of its ticket row, even when a reporter typed JSON."""
+    tenants = [uuid.uuid4(), uuid.uuid4()]
+    texts = ['"time":"x"', '"data":{"ticket_id":0,"number":"",', 'a\\"b}} \u2028 ü']
+    batch = [
+        msgspec.structs.replace(
+            submission(tenants[n % 2]), subject=texts[n % 3], description=texts[-1]
+        )
+        for n in range(12)
+    ]
+
+    with caplog.at_level("DEBUG", logger=repository.__name__):
+        results = await store_batch(pool, batch, 1)
+
+    assert not [r for r in caplog.records if r.getMessage().startswith("batch")]
+    rows = {
+        row["id"]: row
+        for row in await pool.fetch(
+            "SELECT id, number, stored_at, subject FROM ticket.tickets"
+        )
+    }
+    outbox = await pool.fetch("SELECT subject, payload FROM ticket.outbox ORDER BY id")
+    assert len(outbox) == len(rows) == 12
+    for entry in outbox:
+        event = msgspec.json.decode(entry["payload"], type=events.TicketCreated)
+        assert entry["payload"] == msgspec.json.encode(event)
+        row = rows[event.data.ticket_id]
+        assert event.data.number == row["number"]
+        assert event.time == event.data.created_at == row["stored_at"]
+        assert event.data.subject == row["subject"]
+        assert entry["subject"] == subjects.ticket_created(event.data.tenant_id)
+    for result in results:
+        assert isinstance(result, repository.Ticket)
+        assert (result.number, result.stored_at) == (
+            rows[result.id]["number"],
+            rows[result.id]["stored_at"],
+        )
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        dt.datetime(2026, 12, 5, 9, 1, 2, tzinfo=dt.UTC),
+        dt.datetime(2026, 12, 5, 9, 1, 2, 100, tzinfo=dt.UTC),
+        dt.datetime(2026, 12, 5, 9, 1, 2, 123456, tzinfo=dt.UTC),
+        dt.datetime(
+            2027, 1, 1, 0, 30, 0, 999999, tzinfo=dt.timezone(dt.timedelta(hours=2))
+        ),
+    ],
+)
+async def test_statement_writes_times_as_msgspec(
+    pool: asyncpg.Pool, moment: dt.datetime
+) -> None:
+    written = await pool.fetchval(
+        f"SELECT {repository._rfc3339('$1::timestamptz')}", moment
+    )
+
+    assert written.encode() == msgspec.json.encode(moment.astimezone(dt.UTC))[1:-1]
+
+
+@pytest.mark.parametrize(
+    ("year", "counter"), [(2026, 1), (2026, 999999), (2026, 1000000), (987, 12)]
+)
+async def test_statement_writes_numbers_as_python(
+    pool: asyncpg.Pool, year: int, counter: int
+) -> None:
+    written = await pool.fetchval(
+        f"SELECT {repository._padded('$1::integer', 4)} || '-'"
+        f" || {repository._padded('$2::integer', 6)}",
+        year,
+        counter,
+    )
+
+    assert written == lifecycle.format_number(year, counter)
