@@ -135,18 +135,22 @@ class _Turn:
     """A batch's place in line for its ticket numbers.
 
     A batch takes its numbers only after the batch fetched before it is
-    committed or rolled back, so a tenant's numbers follow the stream order
-    even while the next batch is prepared beside the one in the database.
+    stored or given up, so a tenant's numbers follow the stream order even
+    while the next batch is prepared beside the one in the database.
     """
 
     def __init__(self, stored_before: asyncio.Event | None) -> None:
         self._stored_before = stored_before
         self.stored = asyncio.Event()
-        """Set once this batch's transaction has ended, whatever its outcome."""
+        """Set once this batch is stored, or once its handling has ended."""
 
     async def wait(self) -> None:
         if self._stored_before is not None:
             await self._stored_before.wait()
+
+
+def _stay() -> None:
+    """Leave the turn as it is: a message stored alone ends no turn."""
 
 
 STORED_LOG_CHUNK = 64
@@ -221,11 +225,11 @@ class SubmissionConsumer:
 
         Messages keep arriving while a batch is stored, so NATS and
         PostgreSQL work at the same time, and the next batch takes all of
-        them. Two batches are in flight at most: while one is in its
-        transaction, the next is decoded, checked and waits on a connection
-        of its own, and it takes its ticket numbers only once the one before
-        is committed or rolled back. The acknowledgements of one batch go out
-        while the next is stored.
+        them. Two batches are in hand at most. While one is in the database,
+        the next is decoded and checked, and it waits with a connection of
+        its own. It takes its ticket numbers only once the one before is
+        stored or given up (`_Turn`). The acknowledgements of one batch go
+        out while the next is stored.
         """
         puller = pull.Puller(
             self.nc,
@@ -294,6 +298,8 @@ class SubmissionConsumer:
         self._backoff = 0.5
 
     async def _handle_batch(self, batch: list[Msg], turn: _Turn) -> None:
+        # A stored batch ends its turn early. Otherwise the turn ends here:
+        # after a failure and its pause, or after a one-at-a-time pass.
         try:
             await self._handle_batch_in_turn(batch, turn)
         finally:
@@ -307,8 +313,12 @@ class SubmissionConsumer:
         for msg in batch:
             if msg.metadata.num_delivered > 1:
                 self.metrics.redeliveries.inc()
+        cancelled = False
         try:
-            handled = await self._store_batch(batch, turn)
+            handled = await self._store_batch(batch, turn, end_turn=True)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         except Exception:
             # A bug must not end the loop. Storing the messages one at a time
             # confines the failure to the message that triggers it.
@@ -322,10 +332,13 @@ class SubmissionConsumer:
             )
         finally:
             # Messages neither acknowledged nor rejected here are
-            # redelivered after the ack wait.
+            # redelivered after the ack wait. On a stop, `run` hands back the
+            # ones still in hand instead, so they come back at once.
             handled_ids = {id(msg) for msg in batch}
             self._in_hand[:] = [
-                msg for msg in self._in_hand if id(msg) not in handled_ids
+                msg
+                for msg in self._in_hand
+                if id(msg) not in handled_ids or (cancelled and not msg.is_acked)
             ]
         if not handled:
             # A dependency is down: pause before storing the next batch. The
@@ -336,7 +349,7 @@ class SubmissionConsumer:
     async def _store_one_at_a_time(self, messages: list[Msg], turn: _Turn) -> bool:
         for msg in messages:
             try:
-                handled = await self._store_batch([msg], turn)
+                handled = await self._store_batch([msg], turn, end_turn=False)
             except Exception as exc:
                 # A message that triggers a bug must not come back for ever:
                 # it counts as a failure and is parked once it has failed
@@ -358,11 +371,14 @@ class SubmissionConsumer:
                 return False
         return True
 
-    async def _store_batch(self, batch: list[Msg], turn: _Turn) -> bool:
+    async def _store_batch(
+        self, batch: list[Msg], turn: _Turn, *, end_turn: bool
+    ) -> bool:
         """Store, retry or park every message of a batch.
 
         Returns False when the database or the tenant service is unreachable,
-        so the caller pauses.
+        so the caller pauses. With `end_turn`, the turn ends as soon as the
+        batch is stored, before its messages are acknowledged.
         """
         deliveries: list[_Delivery] = []
         for msg in batch:
@@ -384,7 +400,7 @@ class SubmissionConsumer:
         deliveries, tenants_reachable = await self._check_tenants(deliveries)
         if not deliveries:
             return tenants_reachable
-        database_reachable = await self._store(deliveries, turn)
+        database_reachable = await self._store(deliveries, turn, end_turn=end_turn)
         return tenants_reachable and database_reachable
 
     async def _check_tenants(
@@ -425,7 +441,9 @@ class SubmissionConsumer:
                 checked.append(delivery)
         return checked, unavailable is None
 
-    async def _store(self, deliveries: list[_Delivery], turn: _Turn) -> bool:
+    async def _store(
+        self, deliveries: list[_Delivery], turn: _Turn, *, end_turn: bool
+    ) -> bool:
         """Store the submissions in one transaction, then acknowledge, retry
         or park each message.
 
@@ -444,10 +462,9 @@ class SubmissionConsumer:
             connection = await self._take_connection()
             await turn.wait()
             results = await repository.store_batch(
-                connection, batch, ended=turn.stored.set
+                connection, batch, ended=turn.stored.set if end_turn else _stay
             )
         except repository.DATABASE_DOWN as exc:
-            turn.stored.set()
             await self._release(connection)
             logger.warning(
                 "database unreachable, %d messages left for redelivery",
@@ -464,7 +481,6 @@ class SubmissionConsumer:
                 await delivery.msg.nak(delay=2.0)
             return False
         except BaseException:
-            turn.stored.set()
             await self._release(connection)
             raise
         self._idle_connections.append(connection)

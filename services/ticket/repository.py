@@ -315,16 +315,17 @@ async def store_batch(
     The batch is stored by one statement, which is a transaction of its own,
     or in a savepoint when the connection is in a transaction already. If
     that fails, for example because a submission is stored already, nothing
-    of it stays, and the batch is stored again one submission at a time,
+    of it stays. The batch is then stored again one submission at a time,
     each in a savepoint of its own, so a failing one uses up no number and
     the others are still stored. Numbers are handed out per tenant and year
     in the order of the stream sequences.
 
-    `ended` is called once the batch holds no counter lock any more: after
-    the statement, or after the one-at-a-time transaction, before the
-    results are built. When the database is out of reach, it is called
-    before one of DATABASE_DOWN is raised. The caller's transaction is then
-    lost, and a commit of its own may or may not have happened.
+    `ended` is called once the statement, or the one-at-a-time pass, has
+    succeeded, before the results are built. Without a caller's transaction
+    the batch then holds no counter lock any more. Raises one of
+    DATABASE_DOWN when the database is out of reach, without calling
+    `ended`. The caller's transaction is then lost, and a commit of its own
+    may or may not have happened.
     """
     results: list[StoreResult]
     try:
@@ -334,7 +335,6 @@ async def store_batch(
         else:
             rows = await connection.fetch(_STORE_BATCH, *batch.arguments)
     except DATABASE_DOWN:
-        ended()
         raise
     except (asyncpg.PostgresError, ValueError) as exc:
         if (
@@ -345,21 +345,19 @@ async def store_batch(
             # transaction's insert. One at a time finds the stored ones and
             # hands out numbers only to the others.
             logger.debug(
-                "batch contains stored submissions, storing its %d submissions "
-                "one at a time",
+                "batch of %d contains stored submissions, "
+                "storing each submission on its own",
                 len(batch.ordered),
                 extra={"event": "batch_store_fallback"},
             )
         else:
             logger.info(
-                "batch insert failed, storing its %d submissions one at a time",
+                "batch of %d failed, storing each submission on its own",
                 len(batch.ordered),
                 extra={"event": "batch_store_fallback", "error": repr(exc)},
             )
-        try:
-            results = await _store_each(connection, batch.ordered, batch.number_zone)
-        finally:
-            ended()
+        results = await _store_each(connection, batch.ordered, batch.number_zone)
+        ended()
     else:
         ended()
         results = [
@@ -572,7 +570,7 @@ _STORE_BATCH = (
     ") SELECT id, number, now() AS stored_at FROM numbered ORDER BY position"
 )
 """Raise the counters, take the ids, and insert the tickets with their first
-history rows and `created` events; return each ticket's id and number, in
+history rows and `created` events. Return each ticket's id and number, in
 the order given, with the transaction's time, which is every ticket's
 `stored_at`.
 

@@ -4,12 +4,15 @@ poll interval and catches up once the backlog is stored."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import logging
 import time
 import uuid
 from collections.abc import Callable
 
 import asyncpg
+import msgspec
 import pytest
 from nats.aio.client import Client
 
@@ -284,3 +287,102 @@ async def test_backlog_numbers_follow_the_stream(
         ids = [row["id"] for row in rows]
         assert numbers == [f"{numbers[0][:4]}-{n:06d}" for n in range(1, 76)]
         assert ids == sorted(ids)
+
+
+async def test_fallback_keeps_stream_order(
+    ticket_pool: asyncpg.Pool, nc: Client
+) -> None:
+    """A batch that an unexpected error sends one message at a time keeps
+    its turn until its last message, so the next batch numbers after it."""
+    js = nc.jetstream()
+    stored_later = 0
+    for n in range(120):
+        event = submitted_event(TENANT)
+        if n % 40 == 0:
+            # A valid UTC time whose year in Zurich is 10000: preparing the
+            # batch raises OverflowError, an error no check expects.
+            data = msgspec.structs.replace(
+                event.data,
+                submitted_at=dt.datetime(9999, 12, 31, 23, 30, tzinfo=dt.UTC),
+            )
+            event = msgspec.structs.replace(event, data=data)
+        else:
+            stored_later += 1
+        await js.publish(
+            subjects.ticket_submitted(TENANT),
+            messages.ENCODER.encode(event),
+            headers={"Nats-Msg-Id": event.data.submission_id},
+            stream=subjects.TICKET_STREAM,
+        )
+    settings = config.from_env(
+        {
+            "TICKET_FETCH_BATCH": "20",
+            "TICKET_TENANT_CHECK": "off",
+            "TICKET_NUMBER_TIME_ZONE": "Europe/Zurich",
+        }
+    )
+    consumer = SubmissionConsumer(ticket_pool, nc, settings, None)
+    await consumer.setup()
+
+    task = asyncio.create_task(consumer.run())
+    try:
+        deadline = time.monotonic() + 30
+        stored = 0
+        while stored < stored_later and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            stored = await ticket_pool.fetchval("SELECT count(*) FROM ticket.tickets")
+    finally:
+        consumer.stop()
+        await task
+
+    assert stored == stored_later
+    numbers = [
+        row["number"]
+        for row in await ticket_pool.fetch(
+            "SELECT number FROM ticket.tickets ORDER BY stream_sequence"
+        )
+    ]
+    assert numbers == sorted(numbers)
+
+
+async def test_cancelled_consumer_hands_back_batches(
+    ticket_pool: asyncpg.Pool, nc: Client
+) -> None:
+    """Cancelled while one batch waits for a counter lock and the next for
+    its turn, the consumer hands both back, so another run stores them well
+    within the ack wait of 30 s."""
+    count = 40
+    await publish_submissions(nc, count)
+    settings = config.from_env(
+        {"TICKET_FETCH_BATCH": "5", "TICKET_TENANT_CHECK": "off"}
+    )
+    year = dt.datetime.now(dt.UTC).year
+    await ticket_pool.execute(
+        "INSERT INTO ticket.ticket_counters VALUES ($1, $2, 0)", uuid.UUID(TENANT), year
+    )
+    consumer = SubmissionConsumer(ticket_pool, nc, settings, None)
+    await consumer.setup()
+
+    async with ticket_pool.acquire() as holder, holder.transaction():
+        await holder.execute("SELECT * FROM ticket.ticket_counters FOR UPDATE")
+        task = asyncio.create_task(consumer.run())
+        try:
+            assert await becomes(lambda: len(consumer._in_hand) == 10, 10)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    again = SubmissionConsumer(ticket_pool, nc, settings, None)
+    task = asyncio.create_task(again.run())
+    try:
+        deadline = time.monotonic() + 10
+        stored = 0
+        while stored < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            stored = await ticket_pool.fetchval("SELECT count(*) FROM ticket.tickets")
+    finally:
+        again.stop()
+        await task
+
+    assert stored == count

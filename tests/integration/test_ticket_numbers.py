@@ -398,7 +398,7 @@ async def test_batch_statement_writes_whole_events(
     pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The statement that stores a batch fills ids, numbers and times into
-    the `created` events; each reads back as msgspec encodes it, with the
+    the `created` events. Each reads back as msgspec encodes it, with the
     values of its ticket row, even when a reporter typed JSON."""
     tenants = [uuid.uuid4(), uuid.uuid4()]
     texts = ['"time":"x"', '"data":{"ticket_id":0,"number":"",', 'a\\"b}} \u2028 ü']
@@ -472,3 +472,17 @@ async def test_statement_writes_numbers_as_python(
     )
 
     assert written == lifecycle.format_number(year, counter)
+
+
+async def test_batch_with_bad_uuid_stores_others(pool: asyncpg.Pool) -> None:
+    """A submission id that is not a UUID fails the batch's statement and
+    then fails alone; the others are stored."""
+    tenant = uuid.uuid4()
+    batch = [submission(tenant) for _ in range(3)]
+    batch[1] = msgspec.structs.replace(batch[1], submission_id="not-a-uuid")
+
+    results = await store_batch(pool, batch, 1)
+
+    assert isinstance(results[1], ValueError)
+    assert number_of(results[0]) == "2026-000001"
+    assert number_of(results[2]) == "2026-000002"
