@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import time
 import uuid
+import zoneinfo
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -40,6 +40,7 @@ from shared import events, json_errors, messaging, metrics, streams, subjects
 logger = logging.getLogger(__name__)
 
 _decoder = msgspec.json.Decoder(events.TicketSubmitted)
+_UTC = zoneinfo.ZoneInfo("UTC")
 
 _RELEASE_ERRORS: tuple[type[Exception], ...] = (
     *repository.DATABASE_DOWN,
@@ -53,8 +54,14 @@ class InvalidSubmission(ValueError):
     """The message decodes but can never be stored as it is."""
 
 
-def decode_submission(subject: str, data: bytes) -> events.TicketSubmitted:
-    """Decode and check a message; raise InvalidSubmission naming the problem."""
+def decode_submission(
+    subject: str, data: bytes, number_zone: zoneinfo.ZoneInfo = _UTC
+) -> events.TicketSubmitted:
+    """Decode and check a message; raise InvalidSubmission naming the problem.
+
+    `number_zone` is the time zone of the year in ticket numbers, in which
+    the submission time must exist too.
+    """
     try:
         event = _decoder.decode(data)
     except json_errors.UNDECODABLE as exc:
@@ -68,14 +75,15 @@ def decode_submission(subject: str, data: bytes) -> events.TicketSubmitted:
         except ValueError:
             msg = f"invalid data.{field} {value!r}: expected a UUID"
             raise InvalidSubmission(msg) from None
-    try:
-        event.data.submitted_at.astimezone(dt.UTC)
-    except (OverflowError, ValueError):
-        msg = (
-            f"invalid data.submitted_at {event.data.submitted_at.isoformat()!r}: "
-            "out of the range of UTC times"
-        )
-        raise InvalidSubmission(msg) from None
+    for zone in (_UTC, number_zone):
+        try:
+            event.data.submitted_at.astimezone(zone)
+        except (OverflowError, ValueError):
+            msg = (
+                f"invalid data.submitted_at {event.data.submitted_at.isoformat()!r}: "
+                f"out of the range of times in {zone.key}"
+            )
+            raise InvalidSubmission(msg) from None
     # Subscribers are limited to a tenant by the subject, so a message must
     # never carry another tenant's ticket than its subject names.
     expected = subjects.ticket_submitted(event.data.tenant_id)
@@ -383,7 +391,9 @@ class SubmissionConsumer:
         deliveries: list[_Delivery] = []
         for msg in batch:
             try:
-                event = decode_submission(msg.subject, msg.data)
+                event = decode_submission(
+                    msg.subject, msg.data, self.config.number_zone
+                )
             except InvalidSubmission as exc:
                 await self._park(msg, str(exc), "invalid_message")
                 continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+import zoneinfo
 
 import msgspec
 import pytest
@@ -116,6 +117,20 @@ def test_submitted_at_outside_utc_range_is_invalid() -> None:
 
     with pytest.raises(InvalidSubmission, match=r"invalid data\.submitted_at"):
         decode_submission(SUBJECT, msgspec.json.encode(event))
+
+
+def test_submitted_at_outside_number_zone_is_invalid() -> None:
+    """A valid UTC time whose year in the number time zone is 10000 has no
+    ticket number, so the message is parked rather than retried."""
+    event = valid_event()
+    data = event["data"]
+    assert isinstance(data, dict)
+    data["submitted_at"] = "9999-12-31T23:30:00Z"
+    encoded = msgspec.json.encode(event)
+
+    assert decode_submission(SUBJECT, encoded).data.submitted_at.year == 9999
+    with pytest.raises(InvalidSubmission, match=r"range of times in Europe/Zurich"):
+        decode_submission(SUBJECT, encoded, zoneinfo.ZoneInfo("Europe/Zurich"))
 
 
 @pytest.mark.parametrize("path", [("data", "submitted_at"), ("time",)])
