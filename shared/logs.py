@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import logging
 import os
 import sys
@@ -21,10 +22,10 @@ from typing import Any, TextIO
 
 import msgspec
 
-_STANDARD_ATTRS = frozenset(
-    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
-    | {"message", "asctime", "taskName"}
-)
+_PLAIN_RECORD = logging.LogRecord("", 0, "", 0, "", None, None).__dict__
+_STANDARD_ATTRS = frozenset(_PLAIN_RECORD.keys() | {"message", "asctime", "taskName"})
+_SET_BY_RECORD = len(_PLAIN_RECORD)
+"""How many attributes a LogRecord sets before `extra` and filters add theirs."""
 _MASKED_KEYS = frozenset(
     {"secret", "token", "password", "authorization", "query", "query_string"}
 )
@@ -32,16 +33,32 @@ _DROPPED_KEYS = frozenset({"color_message"})
 _encoder = msgspec.json.Encoder()
 
 
+_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
+
+
+def _time(record: logging.LogRecord) -> str:
+    """Return the record's time in UTC to the millisecond, such as
+    `2026-12-05T09:10:04.247+00:00`; the date and time of the second are
+    formatted once per second."""
+    global _second
+    second = int(record.created)
+    if _second[0] != second:
+        text = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second = (second, text)
+    return f"{_second[1]}.{int(record.msecs):03d}+00:00"
+
+
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
-            timespec="milliseconds"
-        ),
+        "time": _time(record),
         "level": record.levelname.lower(),
         "logger": record.name,
         "message": record.getMessage(),
     }
-    for key, value in record.__dict__.items():
+    # The record's own attributes come first in its __dict__, so only the
+    # ones after them need the checks below.
+    added = itertools.islice(record.__dict__.items(), _SET_BY_RECORD, None)
+    for key, value in added:
         if key in _STANDARD_ATTRS or key in _DROPPED_KEYS or key.startswith("_"):
             continue
         fields[key] = "***" if key.lower() in _MASKED_KEYS else value

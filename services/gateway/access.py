@@ -4,14 +4,13 @@ query strings (the query of a link carries the secret)."""
 from __future__ import annotations
 
 import logging
-import os
 import time
-import weakref
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.pages import PUBLIC_HEADERS
+from shared.random_ids import RandomIds
 
 logger = logging.getLogger("linkdesk.access")
 
@@ -21,53 +20,16 @@ _PUBLIC_HEADERS = [
 ]
 
 
-class RequestIds:
-    """Random 32-digit hex ids, cut from random bytes read in blocks.
-
-    `uuid.uuid4()` reads the system's random source once per id. One read
-    for `per_read` ids costs a fraction of that per request. A forked child
-    drops the block it inherited, so it does not repeat the parent's ids.
-    """
-
-    def __init__(self, per_read: int = 1024) -> None:
-        self._block = b""
-        self._offset = 0
-        self._per_read = per_read
-        _SOURCES.add(self)
-
-    def forget_block(self) -> None:
-        """Drop the random bytes read so far, so that the next id reads new ones."""
-        self._block, self._offset = b"", 0
-
-    def next(self) -> str:
-        """Return a new id."""
-        if self._offset >= len(self._block):
-            self._block, self._offset = os.urandom(16 * self._per_read), 0
-        start, self._offset = self._offset, self._offset + 16
-        return self._block[start : self._offset].hex()
-
-
-_SOURCES: weakref.WeakSet[RequestIds] = weakref.WeakSet()
-
-
-def _forget_blocks_after_fork() -> None:
-    for source in _SOURCES:
-        source.forget_block()
-
-
-os.register_at_fork(after_in_child=_forget_blocks_after_fork)
-
-
 def access_middleware(app: ASGIApp) -> ASGIApp:
     """Wrap `app` to set the request id, add the public headers under
     `/public`, and log one access line per HTTP request."""
-    request_ids = RequestIds()
+    request_ids = RandomIds()
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
-        request_id = request_ids.next()
+        request_id = request_ids.hex()
         scope.setdefault("state", {})["request_id"] = request_id
         method = str(scope.get("method", ""))
         started = time.perf_counter()

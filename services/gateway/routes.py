@@ -6,7 +6,6 @@ import asyncio
 import logging
 import re
 import time
-import uuid
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -33,6 +32,7 @@ from services.gateway.rate_limit import RateLimiter, client_network
 from services.gateway.settings import GatewaySettings
 from shared.messaging import DependencyUnavailable
 from shared.metrics import LinkMetrics
+from shared.random_ids import RandomIds
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ LINK_PATHS = [
     "/public/TicketAllgemein/Ticket.aspx",
 ]
 _REFERENCE = re.compile(r"T-[0-9A-Z]{5}-[0-9A-Z]{5}")
+_SUBMISSION_IDS = RandomIds()
+
 _STYLESHEET = (TEMPLATES.parent / "static" / "app.css").read_bytes()
 
 AnyRequest = Request[Any, Any, Any]
@@ -116,7 +118,7 @@ async def open_form(request: AnyRequest, state: State) -> Response[bytes]:
     language = i18n.negotiate(
         request.headers.get("accept-language"), found.tenant.language
     )
-    context = _context(found, language, str(uuid.uuid4()), settings)
+    context = _context(found, language, _SUBMISSION_IDS.uuid4(), settings)
     logger.info(
         "form opened",
         extra={

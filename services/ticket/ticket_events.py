@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 
 from shared import events, messages, subjects
+from shared.random_ids import RandomIds
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ NUMBER_KEY = b',"number":"'
 END = b'"}}'
 """The bytes that end a `created` event, after its `created_at` time."""
 
+_EVENT_IDS = RandomIds()
+
 _BLANK_TIME = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _BLANK = messages.ENCODER.encode(_BLANK_TIME)[1:-1]
 
@@ -59,7 +62,7 @@ class CreatedTemplate:
     rather than three.
     """
 
-    event_id: uuid.UUID
+    event_id: str
     subject: str
     before_time: bytes
     before_ticket_id: bytes
@@ -68,7 +71,7 @@ class CreatedTemplate:
 
 def created_template(data: events.TicketSubmittedData) -> CreatedTemplate:
     """Encode the `created` event of a ticket to be stored from `data`."""
-    event_id = uuid.uuid4()
+    event_id = _EVENT_IDS.uuid4()
     encoded = messages.ENCODER.encode(_created(data, event_id, 0, "", _BLANK_TIME))
     # A quote inside a JSON string is always escaped, so these markers, which
     # hold unescaped quotes, cannot match inside a value such as the subject.
@@ -90,7 +93,7 @@ def created_template(data: events.TicketSubmittedData) -> CreatedTemplate:
 
 def _created(
     data: events.TicketSubmittedData,
-    event_id: uuid.UUID,
+    event_id: uuid.UUID | str,
     ticket_id: int,
     number: str,
     created_at: dt.datetime,

@@ -126,3 +126,30 @@ def test_credential_keys_masked() -> None:
         line = formatter.format(record)
         assert "s3cr3t" not in line
         assert "event" in line
+
+
+@pytest.mark.parametrize(
+    ("created", "expected"),
+    [
+        (1796461845.012, "2026-12-05T09:10:45.012+00:00"),
+        (1796461846.5, "2026-12-05T09:10:46.500+00:00"),
+        (1798761599.999, "2026-12-31T23:59:59.999+00:00"),
+        (1796461845.0, "2026-12-05T09:10:45.000+00:00"),
+    ],
+)
+def test_time_in_utc_to_the_millisecond(created: float, expected: str) -> None:
+    record = logging.makeLogRecord({"msg": "x", "created": created})
+    record.msecs = round((created - int(created)) * 1000, 3)
+
+    assert json.loads(JsonFormatter().format(record))["time"] == expected
+
+
+def test_extra_fields_keep_their_order() -> None:
+    record = logging.getLogger("order").makeRecord(
+        "order", logging.INFO, "", 0, "m", None, None, extra={"b": 1, "a": 2}
+    )
+    record.service = "gateway"
+
+    keys = list(json.loads(JsonFormatter().format(record)))
+
+    assert keys == ["time", "level", "logger", "message", "b", "a", "service"]
