@@ -180,6 +180,24 @@ async def publish_submissions(
         )
 
 
+async def store_all(
+    consumer: SubmissionConsumer, pool: asyncpg.Pool, count: int, *, timeout: float
+) -> int:
+    """Run `consumer` until `count` tickets are stored or `timeout` seconds
+    have passed, stop it, and return how many tickets are stored."""
+    task = asyncio.create_task(consumer.run())
+    try:
+        deadline = time.monotonic() + timeout
+        stored = 0
+        while stored < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            stored = await pool.fetchval("SELECT count(*) FROM ticket.tickets")
+    finally:
+        consumer.stop()
+        await task
+    return stored
+
+
 async def test_consumer_reports_its_backlog(
     ticket_pool: asyncpg.Pool, nc: Client
 ) -> None:
@@ -201,18 +219,7 @@ async def test_consumer_reports_its_backlog(
     )
     await consumer.setup()
 
-    task = asyncio.create_task(consumer.run())
-    try:
-        deadline = time.monotonic() + 30
-        stored = 0
-        while stored < count and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-            stored = await ticket_pool.fetchval("SELECT count(*) FROM ticket.tickets")
-        assert stored == count
-    finally:
-        consumer.stop()
-        await task
-
+    assert await store_all(consumer, ticket_pool, count, timeout=30) == count
     assert seen[0] is True
     assert seen[-1] is False
     assert consumer.backlogged is False
@@ -265,18 +272,7 @@ async def test_backlog_numbers_follow_the_stream(
     consumer = SubmissionConsumer(ticket_pool, nc, settings, None)
     await consumer.setup()
 
-    task = asyncio.create_task(consumer.run())
-    try:
-        deadline = time.monotonic() + 30
-        stored = 0
-        while stored < count and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-            stored = await ticket_pool.fetchval("SELECT count(*) FROM ticket.tickets")
-    finally:
-        consumer.stop()
-        await task
-
-    assert stored == count
+    assert await store_all(consumer, ticket_pool, count, timeout=30) == count
     for tenant in tenants:
         rows = await ticket_pool.fetch(
             "SELECT id, number FROM ticket.tickets WHERE tenant_id = $1"
@@ -324,18 +320,7 @@ async def test_fallback_keeps_stream_order(
     consumer = SubmissionConsumer(ticket_pool, nc, settings, None)
     await consumer.setup()
 
-    task = asyncio.create_task(consumer.run())
-    try:
-        deadline = time.monotonic() + 30
-        stored = 0
-        while stored < count and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-            stored = await ticket_pool.fetchval("SELECT count(*) FROM ticket.tickets")
-    finally:
-        consumer.stop()
-        await task
-
-    assert stored == count
+    assert await store_all(consumer, ticket_pool, count, timeout=30) == count
     numbers = [
         row["number"]
         for row in await ticket_pool.fetch(
@@ -374,15 +359,4 @@ async def test_cancelled_consumer_hands_back_batches(
                 await task
 
     again = SubmissionConsumer(ticket_pool, nc, settings, None)
-    task = asyncio.create_task(again.run())
-    try:
-        deadline = time.monotonic() + 10
-        stored = 0
-        while stored < count and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-            stored = await ticket_pool.fetchval("SELECT count(*) FROM ticket.tickets")
-    finally:
-        again.stop()
-        await task
-
-    assert stored == count
+    assert await store_all(again, ticket_pool, count, timeout=10) == count
