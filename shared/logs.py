@@ -42,10 +42,15 @@ def _time(record: logging.LogRecord) -> str:
     formatted once per second."""
     global _second
     second = int(record.created)
-    if _second[0] != second:
+    # Rounded to the microsecond first, as datetime.fromtimestamp does.
+    micros = round((record.created - second) * 1_000_000)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    cached = _second
+    if cached[0] != second:
         text = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        _second = (second, text)
-    return f"{_second[1]}.{int(record.msecs):03d}+00:00"
+        cached = _second = (second, text)
+    return f"{cached[1]}.{micros // 1000:03d}+00:00"
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -57,6 +62,9 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     }
     # The record's own attributes come first in its __dict__, so only the
     # ones after them need the checks below.
+    # NOTE: a filter that deletes and sets again one of the record's own
+    # attributes, or a LogRecord subclass that sets a field before its
+    # __init__, would shift the fields and lose one. Nothing here does.
     added = itertools.islice(record.__dict__.items(), _SET_BY_RECORD, None)
     for key, value in added:
         if key in _STANDARD_ATTRS or key in _DROPPED_KEYS or key.startswith("_"):

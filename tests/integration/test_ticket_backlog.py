@@ -291,6 +291,7 @@ async def test_fallback_keeps_stream_order(
     """A batch that an unexpected error sends one message at a time keeps
     its turn until its last message, so the next batch numbers after it."""
     prepare = repository.prepare_batch
+    raised: list[int] = []
 
     def fail_in_batches(
         submissions: list[repository.Submission], *, number_zone: zoneinfo.ZoneInfo
@@ -299,6 +300,7 @@ async def test_fallback_keeps_stream_order(
         if len(submissions) > 1 and any(
             item.data.subject == "fails in a batch" for item in submissions
         ):
+            raised.append(len(submissions))
             raise RuntimeError("unexpected")
         return prepare(submissions, number_zone=number_zone)
 
@@ -321,6 +323,7 @@ async def test_fallback_keeps_stream_order(
     await consumer.setup()
 
     assert await store_all(consumer, ticket_pool, count, timeout=30) == count
+    assert raised
     numbers = [
         row["number"]
         for row in await ticket_pool.fetch(

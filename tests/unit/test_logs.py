@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import io
 import json
 import logging
@@ -135,13 +136,16 @@ def test_credential_keys_masked() -> None:
         (1796461846.5, "2026-12-05T09:10:46.500+00:00"),
         (1798761599.999, "2026-12-31T23:59:59.999+00:00"),
         (1796461845.0, "2026-12-05T09:10:45.000+00:00"),
+        (1796461845.9999996, "2026-12-05T09:10:46.000+00:00"),
     ],
 )
 def test_time_in_utc_to_the_millisecond(created: float, expected: str) -> None:
     record = logging.makeLogRecord({"msg": "x", "created": created})
-    record.msecs = round((created - int(created)) * 1000, 3)
 
     assert json.loads(JsonFormatter().format(record))["time"] == expected
+    assert expected == dt.datetime.fromtimestamp(created, dt.UTC).isoformat(
+        timespec="milliseconds"
+    )
 
 
 def test_extra_fields_keep_their_order() -> None:
