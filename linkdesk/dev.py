@@ -9,6 +9,7 @@ the next start reuses the data.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -122,7 +123,7 @@ def _print_summary(
         f"  Logs: {stack.log_dir}/",
         "",
     ]
-    print("\n".join(lines), flush=True)
+    _say("\n".join(lines))
 
 
 def _busy_ports(args: argparse.Namespace, ports: dict[str, int]) -> str:
@@ -151,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     credentials = _credentials(data_dir / "credentials.json")
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP comes when the terminal closes. By default it would end this
+    # process without stopping the servers and services it started.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda *_: stop.set())
 
     nats = EmbeddedNats(data_dir / "nats", port=args.nats_port)
@@ -167,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     stack: Stack | None = None
     try:
         try:
-            print("Starting nats-server and PostgreSQL ...", flush=True)
+            _say("Starting nats-server and PostgreSQL ...")
             nats.start()
             postgres.start()
             stack = Stack(
@@ -178,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
                 form_key=credentials["form_key"],
                 ports=ports,
             )
-            print("Starting the services ...", flush=True)
+            _say("Starting the services ...")
             stack.start()
             data = demo.ensure_demo(
                 data_dir / "demo.json",
@@ -187,8 +190,8 @@ def run(args: argparse.Namespace) -> int:
                 credentials["admin_token"],
             )
         except (EmbeddedServerError, ServiceStartError, httpx.HTTPError) as exc:
-            print(f"linkdesk dev: start failed: {exc}", file=sys.stderr)
-            print(f"Logs are in {data_dir}/.", file=sys.stderr)
+            _say(f"linkdesk dev: start failed: {exc}", error=True)
+            _say(f"Logs are in {data_dir}/.", error=True)
             return 1
 
         link = links.build_link(
@@ -199,12 +202,24 @@ def run(args: argparse.Namespace) -> int:
         )
         return _watch(stack, stop, args.exit_after_start)
     finally:
-        print("Stopping ...", flush=True)
-        if stack is not None:
-            stack.stop()
-        postgres.stop()
-        nats.stop()
-        print("Stopped.", flush=True)
+        _say("Stopping ...")
+        try:
+            if stack is not None:
+                stack.stop()
+        finally:
+            try:
+                postgres.stop()
+            finally:
+                nats.stop()
+        _say("Stopped.")
+
+
+def _say(text: str, *, error: bool = False) -> None:
+    """Print a line to stdout, or stderr with `error`. A terminal or pipe that
+    has gone away (BrokenPipeError, EIO) must not keep the servers and
+    services from being stopped, so its error is ignored."""
+    with contextlib.suppress(OSError):
+        print(text, file=sys.stderr if error else sys.stdout, flush=True)
 
 
 def _watch(stack: Stack, stop: threading.Event, exit_after_start: bool) -> int:
@@ -213,10 +228,10 @@ def _watch(stack: Stack, stop: threading.Event, exit_after_start: bool) -> int:
         stop.wait(1.0)
         died = [s.name for s in stack.services.values() if not s.running]
         if died:
-            print(
+            _say(
                 f"Service stopped unexpectedly: {', '.join(died)}; "
                 f"see {stack.log_dir}/. Stopping everything.",
-                file=sys.stderr,
+                error=True,
             )
             return 1
     return 0

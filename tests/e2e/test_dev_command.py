@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -359,3 +360,79 @@ def test_dev_command_runs_stops_and_restarts(tmp_path: Path) -> None:
         assert not leftover, describe(leftover)
     finally:
         second.close(children)
+
+
+def _dev_argv(data_dir: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "linkdesk.cli",
+        "dev",
+        "--data-dir",
+        str(data_dir),
+        "--nats-port",
+        str(free_port()),
+        "--postgres-port",
+        str(free_port()),
+        "--gateway-port",
+        str(free_port_range(len(SERVICES))),
+    ]
+
+
+def _read_until_summary(fd: int, timeout: float = START_TIMEOUT) -> str:
+    """Read from `fd` until the summary's last line, for at most `timeout` s."""
+    text = ""
+    deadline = time.monotonic() + timeout
+    while not any(SUMMARY_END.match(line) for line in text.splitlines()):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            pytest.fail(f"no summary after {timeout:.0f} s:\n{text}")
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            pytest.fail(f"launcher exited at start:\n{text}")
+        text += chunk.decode(errors="replace")
+    return text
+
+
+@pytest.mark.parametrize(
+    "stop_signal", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "hang-up"]
+)
+def test_dev_command_stops_with_its_terminal_gone(
+    tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    """With its output closed, as when the terminal or a pipe goes away, the
+    launcher still stops every server and service on Ctrl-C or hang-up."""
+    reader, writer = os.pipe()
+    process = subprocess.Popen(
+        _dev_argv(tmp_path / "data"),
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=writer,
+        stderr=writer,
+        start_new_session=True,
+    )
+    os.close(writer)
+    children: list[ProcessInfo] = []
+    try:
+        _read_until_summary(reader)
+        children = descendants(process.pid)
+        os.close(reader)
+        reader = -1
+
+        process.send_signal(stop_signal)
+        code = process.wait(STOP_TIMEOUT)
+
+        assert code == 0
+        leftover = wait_until_gone(children)
+        assert not leftover, describe(leftover)
+    finally:
+        if reader >= 0:
+            os.close(reader)
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        for child in still_alive(children):
+            os.kill(child.pid, signal.SIGKILL)
