@@ -157,10 +157,6 @@ class _Turn:
             await self._stored_before.wait()
 
 
-def _stay() -> None:
-    """Leave the turn as it is: a message stored alone ends no turn."""
-
-
 STORED_LOG_CHUNK = 64
 """Tickets listed per `tickets_stored` log line at most, which keeps a line
 below about 10 KB."""
@@ -478,7 +474,7 @@ class SubmissionConsumer:
             connection = await self._take_connection()
             await turn.wait()
             results = await repository.store_batch(
-                connection, batch, ended=turn.stored.set if end_turn else _stay
+                connection, batch, ended=turn.stored.set if end_turn else None
             )
         except repository.DATABASE_DOWN as exc:
             await self._release(connection)

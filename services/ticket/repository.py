@@ -299,15 +299,11 @@ def prepare_batch(
     )
 
 
-def _nothing() -> None:
-    pass
-
-
 async def store_batch(
     connection: Connection,
     batch: PreparedBatch,
     *,
-    ended: Callable[[], None] = _nothing,
+    ended: Callable[[], None] | None = None,
 ) -> list[StoreResult]:
     """Store a prepared batch; return one result per submission, in the
     order given to `prepare_batch`.
@@ -327,7 +323,7 @@ async def store_batch(
     `ended`. The caller's transaction is then lost, and a commit of its own
     may or may not have happened.
     """
-    results: list[StoreResult]
+    results: list[StoreResult] | None = None
     try:
         if connection.is_in_transaction():
             async with connection.transaction():
@@ -357,9 +353,9 @@ async def store_batch(
                 extra={"event": "batch_store_fallback", "error": repr(exc)},
             )
         results = await _store_each(connection, batch.ordered, batch.number_zone)
+    if ended is not None:
         ended()
-    else:
-        ended()
+    if results is None:
         results = [
             _new_ticket(item, tenant_id, row)
             for item, tenant_id, row in zip(
