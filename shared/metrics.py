@@ -115,6 +115,7 @@ class Metrics:
             ["method", "route", "status"],
             registry=self.registry,
         )
+        self._http_children: dict[tuple[str, str, int], Histogram] = {}
         self.nats_requests = Counter(
             "linkdesk_nats_requests",
             "NATS requests sent to another service, by subject and outcome.",
@@ -153,9 +154,14 @@ class Metrics:
     def observe_http(
         self, method: str, route: str, status: int, seconds: float
     ) -> None:
-        self.http_request_duration.labels(
-            _bounded(method, HTTP_METHODS), route, str(status)
-        ).observe(seconds)
+        # Every request ends here, and looking up the labelled histogram cost
+        # about as much as observing it. Methods, routes and statuses are few.
+        key = (_bounded(method, HTTP_METHODS), route, status)
+        child = self._http_children.get(key)
+        if child is None:
+            child = self.http_request_duration.labels(key[0], route, str(status))
+            self._http_children[key] = child
+        child.observe(seconds)
 
     def observe_request(self, subject: str, outcome: str, seconds: float) -> None:
         """Count one NATS request sent and the time to its outcome."""

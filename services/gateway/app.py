@@ -89,7 +89,7 @@ async def _readiness(state: State) -> dict[str, bool]:
 def _not_found(request: routes.AnyRequest, _: Exception) -> Response[bytes]:
     # Unknown public paths get the same neutral page as an invalid link.
     pages: Pages = request.app.state.pages
-    return pages.not_found()
+    return pages.not_found().to_response()
 
 
 def _internal_error(request: routes.AnyRequest, exc: Exception) -> Response[bytes]:
@@ -103,9 +103,9 @@ def _internal_error(request: routes.AnyRequest, exc: Exception) -> Response[byte
         extra={"event": "unhandled_error"},
     )
     pages: Pages = request.app.state.pages
-    response = pages.unavailable()
-    response.status_code = 500
-    return response
+    page = pages.unavailable()
+    page.status_code = 500
+    return page.to_response()
 
 
 def create_app() -> Litestar:
@@ -141,8 +141,8 @@ def create_app() -> Litestar:
             500: _internal_error,
         },
     )
-    metrics.instrument(app, gateway_metrics)
-    # Outermost, so that it also logs requests that match no route, and sets
-    # the request id before anything else runs.
-    app.asgi_handler = access_middleware(app.asgi_handler)
+    # Around the app's handler rather than in its middleware, which Litestar
+    # runs only for requests that match a route: so that it also logs and
+    # counts a 404 or 405, and sets the request id before anything else runs.
+    app.asgi_handler = access_middleware(app.asgi_handler, gateway_metrics)
     return app

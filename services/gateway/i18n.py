@@ -13,6 +13,7 @@ typography does, so a line never starts with that mark.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
@@ -392,6 +393,7 @@ _TEXTS: Final[Mapping[str, Mapping[str, str]]] = {
 }
 
 
+@functools.lru_cache(maxsize=1024)
 def negotiate(accept_language: str | None, tenant_default: str | None) -> str:
     """Choose the page language for a request.
 

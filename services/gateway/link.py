@@ -33,6 +33,7 @@ MAX_PERSONNEL_NUMBER_LENGTH = 64
 
 # A `%` without two hex digits after it, which `unquote` would keep as text.
 _INVALID_PERCENT_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 Malformed = Literal[
     "empty_query",
@@ -72,6 +73,10 @@ class MalformedLink:
 
 
 def _has_control_character(text: str) -> bool:
+    # Every link is checked; in ASCII the only "C" category is Cc, which the
+    # regular expression finds without a call per character.
+    if text.isascii():
+        return _ASCII_CONTROL.search(text) is not None
     return any(unicodedata.category(ch).startswith("C") for ch in text)
 
 

@@ -13,11 +13,10 @@ from typing import Any
 import jinja2
 import markupsafe
 import msgspec
-from litestar import Response
-from litestar.enums import MediaType
 
 from services.gateway import i18n, submission
 from services.gateway.form_token import FormContext
+from services.gateway.page import Page
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC_URL = "/public/static"
@@ -60,6 +59,12 @@ def frame_headers(frame_ancestors: Sequence[str]) -> dict[str, str]:
         )
     }
 
+
+_FRAMELESS_HEADERS = {
+    name: value
+    for name, value in PUBLIC_HEADERS.items()
+    if name not in ("Content-Security-Policy", "X-Frame-Options")
+}
 
 RETRY_AFTER_SECONDS = 10
 
@@ -136,28 +141,22 @@ class Pages:
         status: int,
         headers: Mapping[str, str] | None = None,
         frame_ancestors: Sequence[str] = (),
-    ) -> Response[bytes]:
-        public = {
-            name: value
-            for name, value in PUBLIC_HEADERS.items()
-            if name not in ("Content-Security-Policy", "X-Frame-Options")
-        }
-        return Response(
-            content=body,
-            status_code=status,
-            media_type=MediaType.HTML,
-            headers={**public, **frame_headers(frame_ancestors), **(headers or {})},
+    ) -> Page:
+        return Page(
+            body,
+            status,
+            {**_FRAMELESS_HEADERS, **frame_headers(frame_ancestors), **(headers or {})},
         )
 
-    def not_found(self) -> Response[bytes]:
+    def not_found(self) -> Page:
         """The one neutral answer to every invalid link."""
         return self._html(self.not_found_body, 404)
 
-    def too_many_requests(self, retry_after: int) -> Response[bytes]:
+    def too_many_requests(self, retry_after: int) -> Page:
         """Return the neutral page with status 429, for a link over a rate limit."""
         return self._html(self.not_found_body, 429, {"Retry-After": str(retry_after)})
 
-    def unavailable(self) -> Response[bytes]:
+    def unavailable(self) -> Page:
         return self._html(
             self.unavailable_body, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
         )
@@ -173,7 +172,7 @@ class Pages:
         status: int = 200,
         frame_ancestors: Sequence[str] = (),
         retry_after: int = RETRY_AFTER_SECONDS,
-    ) -> Response[bytes]:
+    ) -> Page:
         if values or errors or banner_key:
             body = self._form_body(context, form_token, values, errors, banner_key)
         else:
@@ -269,7 +268,7 @@ class Pages:
 
     def confirmation(
         self, language: str, reference: str, frame_ancestors: Sequence[str] = ()
-    ) -> Response[bytes]:
+    ) -> Page:
         body = self._render(
             "confirmation.html",
             lang=language,
@@ -286,7 +285,7 @@ class Pages:
         title_key: str,
         message: str,
         frame_ancestors: Sequence[str] = (),
-    ) -> Response[bytes]:
+    ) -> Page:
         texts = i18n.texts(language)
         body = self._render(
             "error.html",

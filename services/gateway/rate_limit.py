@@ -33,6 +33,7 @@ once per key and window by each replica.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -93,6 +94,7 @@ class _Backoff(msgspec.Struct, kw_only=True):
     """Unix time before which the key's next attempt is refused."""
 
 
+@functools.lru_cache(maxsize=4096)
 def client_network(host: str | None) -> str:
     """Return the address that limits count by: an IPv4 address, or the /64
     network of an IPv6 address, because providers usually assign a whole /64

@@ -341,6 +341,16 @@ def test_valid_link_opens_form(
     assert form_token(page)
 
 
+@pytest.mark.parametrize("method", ["POST", "PUT", "HEAD", "DELETE"])
+def test_link_path_answers_only_get(
+    gateway: httpx.Client, tenant: TenantFixture, method: str
+) -> None:
+    answer = gateway.request(method, f"{LINK_PATH}?{tenant.link_query()}")
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == "GET"
+    assert tenant.secret not in answer.text
+
+
 def test_leading_zeros_pick_different_people(
     gateway: httpx.Client, admin: Admin
 ) -> None:

@@ -121,6 +121,17 @@ def test_request_ids_reach_every_service(debug_stack: OwnStack) -> None:
     open_id = access_log_request_id(own, offset, "GET", 200)
     post_id = access_log_request_id(own, offset, "POST", 303)
 
+    # Both access lines name the tenant; the line of the opened form is
+    # written only at debug level, as the services' answers are.
+    for request_id in (open_id, post_id):
+        access = wait_for_record(
+            own, "gateway", event="http_request", request_id=request_id
+        )
+        assert access["tenant_id"] == tenant.id
+    opened = wait_for_record(own, "gateway", event="form_opened", request_id=open_id)
+    assert opened["level"] == "debug"
+    assert opened["tenant_id"] == tenant.id
+
     stored, index = wait_for_stored_ticket(own, post_id)
     assert stored["level"] == "info"
     assert stored["tenant_ids"][index] == tenant.id
@@ -151,6 +162,11 @@ def test_rejection_logged_with_request_id(debug_stack: OwnStack) -> None:
         assert page.status_code == 404
 
     request_id = access_log_request_id(own, offset, "GET", 404)
+    access = wait_for_record(
+        own, "gateway", event="http_request", request_id=request_id
+    )
+    # A link that opened nothing names no tenant, not even the one of the number.
+    assert "tenant_id" not in access
 
     rejected = wait_for_record(
         own, "tenant", event="request_rejected", request_id=request_id

@@ -10,6 +10,8 @@ personnel services decide later.
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 
 from services.gateway.link import (
@@ -18,6 +20,7 @@ from services.gateway.link import (
     MAX_SECRET_LENGTH,
     Link,
     MalformedLink,
+    _has_control_character,
     parse,
 )
 
@@ -257,3 +260,11 @@ def test_size_checked_on_encoded_bytes() -> None:
     query = b"k7Q2xLm9Rt4vZp1W&" + b"%31" * 171
     assert len(query) > MAX_QUERY_BYTES
     assert rejection_reason(query) == "query_too_long"
+
+
+def test_ascii_control_characters_are_unicode_category_c() -> None:
+    # ASCII text takes a shortcut past the per-character category lookup.
+    for code in range(128):
+        character = chr(code)
+        expected = unicodedata.category(character).startswith("C")
+        assert _has_control_character(f"a{character}b") is expected, hex(code)
