@@ -103,7 +103,7 @@ def parse(query: bytes) -> Link | SignedLink | MalformedLink:
     parts = query.split(b"&")
     if len(parts) != 2:
         return MalformedLink("wrong_part_count")
-    if any(b"=" in part for part in parts):
+    if b"=" in query:
         return MalformedLink("named_parameter")
     if _INVALID_PERCENT_ESCAPE.search(query):
         return MalformedLink("invalid_encoding")

@@ -158,7 +158,7 @@ class RateLimiter:
         self.read_cache_seconds = read_cache_seconds
         self.counters = counters or BatchedCounters(state, clock=clock)
         metrics.pending.set_function(self.counters.pending_total)
-        self._hash_key = hash_key
+        self._keyed_mac = hmac.new(hash_key, digestmod=hashlib.sha256)
         self._logged: dict[str, float] = {}
         self._keys: dict[tuple[str, str], str] = {}
 
@@ -167,12 +167,10 @@ class RateLimiter:
         await self.counters.close(timeout)
 
     def _key(self, kind: str, value: str) -> str:
-        digest = hmac.new(
-            self._hash_key,
-            f"rate-limit\0{kind}\0{value}".encode(),
-            hashlib.sha256,
-        ).hexdigest()
-        return f"{kind}.{digest[:32]}"
+        # A copy of the keyed HMAC skips the key setup on every request.
+        mac = self._keyed_mac.copy()
+        mac.update(f"rate-limit\0{kind}\0{value}".encode())
+        return f"{kind}.{mac.hexdigest()[:32]}"
 
     def _remembered_key(self, kind: str, value: str) -> str:
         """Return `_key(kind, value)`, computed once for a recent value.
