@@ -393,7 +393,12 @@ _TEXTS: Final[Mapping[str, Mapping[str, str]]] = {
 }
 
 
-@functools.lru_cache(maxsize=1024)
+MAX_REMEMBERED_HEADER = 256
+"""Longest `Accept-Language` value whose choice is remembered. Browsers send
+a few dozen characters. Longer values are negotiated every time, so that a
+client cannot fill the memory with large headers."""
+
+
 def negotiate(accept_language: str | None, tenant_default: str | None) -> str:
     """Choose the page language for a request.
 
@@ -402,12 +407,23 @@ def negotiate(accept_language: str | None, tenant_default: str | None) -> str:
     with q=0 and malformed entries are skipped without raising. Without a match
     the tenant's default is used if it is in LANGUAGES, else German.
     """
+    if accept_language is not None and len(accept_language) > MAX_REMEMBERED_HEADER:
+        return _negotiate(accept_language, tenant_default)
+    return _remembered_negotiate(accept_language, tenant_default)
+
+
+def _negotiate(accept_language: str | None, tenant_default: str | None) -> str:
     for language in _preferred_languages(accept_language or ""):
         if language in LANGUAGES:
             return language
     if tenant_default is not None and tenant_default in LANGUAGES:
         return tenant_default
     return DEFAULT_LANGUAGE
+
+
+# Every opened link and posted form negotiates, mostly with the same few
+# headers, and parsing one took a few microseconds.
+_remembered_negotiate = functools.lru_cache(maxsize=1024)(_negotiate)
 
 
 def texts(language: str) -> Mapping[str, str]:

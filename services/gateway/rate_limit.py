@@ -94,11 +94,21 @@ class _Backoff(msgspec.Struct, kw_only=True):
     """Unix time before which the key's next attempt is refused."""
 
 
-@functools.lru_cache(maxsize=4096)
+MAX_REMEMBERED_HOST = 64
+"""Maximum length of a client host whose network is remembered. An IPv6
+address in text has at most 45 characters."""
+
+
 def client_network(host: str | None) -> str:
     """Return the address that limits count by: an IPv4 address, or the /64
     network of an IPv6 address, because providers usually assign a whole /64
     to one subscriber."""
+    if host is not None and len(host) > MAX_REMEMBERED_HOST:
+        return _client_network(host)
+    return _remembered_client_network(host)
+
+
+def _client_network(host: str | None) -> str:
     if not host:
         return "unknown"
     try:
@@ -110,6 +120,11 @@ def client_network(host: str | None) -> str:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         return str(address.ipv4_mapped)
     return str(address)
+
+
+# Parsing an address took a few microseconds on every request. Only a host
+# taken from X-Forwarded-For behind a trusted proxy can be long.
+_remembered_client_network = functools.lru_cache(maxsize=4096)(_client_network)
 
 
 class RateLimitMetrics:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from litestar.exceptions import InternalServerException
+from litestar.exceptions import ClientException, InternalServerException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import Receive
 
@@ -18,9 +18,16 @@ async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) ->
     `InternalServerException` when the client disconnects first, as
     Litestar's own `Request.body` does.
     """
-    announced = headers.get("content-length", "")
-    if announced.isdigit() and int(announced) > limit:
-        raise RequestEntityTooLarge
+    announced = headers.get("content-length")
+    if announced is not None:
+        if not (announced.isascii() and announced.isdigit()):
+            msg = f"invalid Content-Length header {announced[:40]!r}"
+            raise ClientException(msg)
+        # More digits than the limit has exceed it, and int() raises on a
+        # few thousand digits.
+        digits = announced.lstrip("0") or "0"
+        if len(digits) > len(str(limit)) or int(digits) > limit:
+            raise RequestEntityTooLarge
     chunks: list[bytes] = []
     received = 0
     while True:

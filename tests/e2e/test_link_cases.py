@@ -341,14 +341,33 @@ def test_valid_link_opens_form(
     assert form_token(page)
 
 
-@pytest.mark.parametrize("method", ["POST", "PUT", "HEAD", "DELETE"])
-def test_link_path_answers_only_get(
-    gateway: httpx.Client, tenant: TenantFixture, method: str
+@pytest.mark.parametrize(
+    ("path", "method", "allow"),
+    [
+        (LINK_PATH, "POST", "GET, OPTIONS"),
+        (LINK_PATH, "PUT", "GET, OPTIONS"),
+        (LINK_PATH, "HEAD", "GET, OPTIONS"),
+        ("/public/tickets", "GET", "OPTIONS, POST"),
+        ("/public/tickets", "DELETE", "OPTIONS, POST"),
+    ],
+)
+def test_other_methods_get_405(
+    gateway: httpx.Client, tenant: TenantFixture, path: str, method: str, allow: str
 ) -> None:
-    answer = gateway.request(method, f"{LINK_PATH}?{tenant.link_query()}")
+    answer = gateway.request(method, f"{path}?{tenant.link_query()}")
     assert answer.status_code == 405
-    assert answer.headers["allow"] == "GET"
-    assert tenant.secret not in answer.text
+    assert answer.headers["allow"] == allow
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [(LINK_PATH, "GET, OPTIONS"), ("/public/tickets", "OPTIONS, POST")],
+)
+def test_options_lists_methods(gateway: httpx.Client, path: str, allow: str) -> None:
+    answer = gateway.options(path)
+    assert answer.status_code == 204
+    assert answer.headers["allow"] == allow
+    assert answer.content == b""
 
 
 def test_leading_zeros_pick_different_people(

@@ -15,6 +15,7 @@ from typing import Any, cast
 import pytest
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from services.gateway import i18n
 from services.gateway.i18n import DEFAULT_LANGUAGE, LANGUAGES, negotiate, texts
 
 GATEWAY_DIR = Path(__file__).resolve().parents[2] / "services" / "gateway"
@@ -493,3 +494,13 @@ def test_stylesheet_loads_nothing_external() -> None:
     assert "@import" not in css
     assert "url(" not in css
     assert not re.search(r"https?://", css)
+
+
+def test_long_header_not_remembered() -> None:
+    remembered = i18n._remembered_negotiate
+    before = remembered.cache_info().currsize
+    long_header = "fr-CH, " + "x-" * i18n.MAX_REMEMBERED_HEADER
+    assert i18n.negotiate(long_header, None) == "fr"
+    assert remembered.cache_info().currsize == before
+    assert i18n.negotiate("it-CH,it;q=0.9", None) == "it"
+    assert remembered.cache_info().currsize <= before + 1

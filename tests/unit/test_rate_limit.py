@@ -594,3 +594,11 @@ async def test_check_reads_both_keys_again(nc: Client, bucket: str) -> None:
     assert state.reads == 4
     assert blocked is not None
     assert blocked.limit == "submissions_per_person"
+
+
+def test_long_client_host_not_remembered() -> None:
+    remembered = rate_limit._remembered_client_network
+    before = remembered.cache_info().currsize
+    long_host = "h" * (rate_limit.MAX_REMEMBERED_HOST + 1)
+    assert client_network(long_host) == long_host
+    assert remembered.cache_info().currsize == before

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from litestar.exceptions import InternalServerException
+from litestar.exceptions import ClientException, InternalServerException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
 from services.gateway.request_body import read_body
@@ -68,3 +68,26 @@ def test_disconnect_before_end_raises() -> None:
 
 def test_empty_body_read() -> None:
     assert read([chunk(b"")], {}, limit=10)[0] == b""
+
+
+@pytest.mark.parametrize("announced", ["abc", "\xb2", "-1", "+5", "1.0", ""])
+def test_invalid_content_length_rejected(announced: str) -> None:
+    with pytest.raises(ClientException):
+        read([chunk(b"x")], {"content-length": announced}, limit=10)
+
+
+def test_long_content_length_too_large() -> None:
+    with pytest.raises(RequestEntityTooLarge):
+        read([chunk(b"x")], {"content-length": "9" * 5000}, limit=10)
+
+
+def test_zero_padded_content_length_accepted() -> None:
+    assert (
+        read([chunk(b"x")], {"content-length": "0" * 5000 + "1"}, limit=10)[0] == b"x"
+    )
+
+
+def test_other_messages_skipped() -> None:
+    body, received = read([{"type": "http.other"}, chunk(b"a=1")], {}, limit=10)
+    assert body == b"a=1"
+    assert received == 2
