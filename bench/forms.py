@@ -4,11 +4,15 @@ the forms it renders."""
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 import msgspec
 
 from services.gateway import form_token
+
+if TYPE_CHECKING:
+    from bench.system import System
 
 FORM_VALUES = {
     "subject": "Drucker im 2. Stock druckt nicht",
@@ -32,3 +36,14 @@ def form_body(key: bytes, context: form_token.FormContext, **changes: str) -> st
         **FORM_VALUES,
     }
     return urlencode(fields)
+
+
+def form_bodies(system: System, count: int) -> list[str]:
+    """Return `count` valid form bodies, each with its own form token.
+
+    One form is opened through the gateway. The others are signed here with
+    the gateway's key, from that form's context with a new submission id,
+    as the gateway itself signs every form it renders.
+    """
+    context = form_token.verify(system.form_key, system.fetch_form_token())
+    return [form_body(system.form_key, context) for _ in range(count)]

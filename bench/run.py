@@ -35,7 +35,7 @@ import nats
 
 from bench import commit_delay, durability, micro, people, profile, report, wrk
 from bench.apps import CHAIN_CONSUMER, CHAIN_STREAM
-from bench.forms import FORM_VALUES, form_body
+from bench.forms import FORM_VALUES, form_bodies
 from bench.system import System, free_port, rss_mb
 from services.gateway import form_token, submission
 from shared import messages, subjects
@@ -159,17 +159,6 @@ def machine() -> dict[str, str]:
 
 def memory(system: System) -> dict[str, float | None]:
     return {name: rss_mb(pid) for name, pid in system.pids().items()}
-
-
-def form_bodies(system: System, count: int) -> list[str]:
-    """Return `count` valid form bodies, each with its own form token.
-
-    One form is opened through the gateway. The others are signed here with
-    the gateway's key, from that form's context with a new submission id,
-    as the gateway itself signs every form it renders.
-    """
-    context = form_token.verify(system.form_key, system.fetch_form_token())
-    return [form_body(system.form_key, context) for _ in range(count)]
 
 
 def load_step(
