@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from litestar import Response
 from litestar.types import Receive, Scope, Send
@@ -20,7 +20,7 @@ class Page:
     annotated with `ASGIApp`, so that Litestar passes it on unchanged.
     """
 
-    __slots__ = ("content", "headers", "media_type", "status_code")
+    __slots__ = ("_encoded", "content", "headers", "media_type", "status_code")
 
     def __init__(
         self,
@@ -28,24 +28,24 @@ class Page:
         status_code: int,
         headers: Mapping[str, str],
         media_type: str = HTML,
+        *,
+        encoded: Sequence[tuple[bytes, bytes]] | None = None,
     ) -> None:
+        """`encoded` is `encode_headers(headers, media_type)` when the caller
+        keeps it for headers that many pages share."""
         self.content = content
         self.status_code = status_code
         self.headers = dict(headers)
         self.media_type = media_type
+        self._encoded = encoded
 
     def encoded_headers(self) -> list[tuple[bytes, bytes]]:
         """Return the headers as the ASGI server takes them, with the
         content type and length."""
-        encoded = [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in self.headers.items()
-        ]
-        # As Litestar's responses state it for every text type.
-        content_type = f"{self.media_type}; charset=utf-8"
-        encoded.append((b"content-type", content_type.encode("latin-1")))
-        encoded.append((b"content-length", str(len(self.content)).encode("ascii")))
-        return encoded
+        encoded = self._encoded
+        if encoded is None:
+            encoded = encode_headers(self.headers, self.media_type)
+        return [*encoded, (b"content-length", str(len(self.content)).encode("ascii"))]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(
@@ -68,3 +68,17 @@ class Page:
             media_type=self.media_type,
             headers=self.headers,
         )
+
+
+def encode_headers(
+    headers: Mapping[str, str], media_type: str
+) -> tuple[tuple[bytes, bytes], ...]:
+    """Return `headers` and the content type as the ASGI server takes them."""
+    encoded = [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in headers.items()
+    ]
+    # As Litestar's responses state it for every text type.
+    content_type = f"{media_type}; charset=utf-8"
+    encoded.append((b"content-type", content_type.encode("latin-1")))
+    return tuple(encoded)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from collections import OrderedDict
@@ -16,7 +17,7 @@ import msgspec
 
 from services.gateway import i18n, submission
 from services.gateway.form_token import FormContext
-from services.gateway.page import Page
+from services.gateway.page import HTML, Page, encode_headers
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC_URL = "/public/static"
@@ -65,6 +66,17 @@ _FRAMELESS_HEADERS = {
     for name, value in PUBLIC_HEADERS.items()
     if name not in ("Content-Security-Policy", "X-Frame-Options")
 }
+
+
+@functools.lru_cache(maxsize=256)
+def _page_headers(
+    frame_ancestors: tuple[str, ...],
+) -> tuple[dict[str, str], tuple[tuple[bytes, bytes], ...]]:
+    """Return the headers of a page without extra headers, and their encoded
+    form, built once per frame policy instead of on every opened link."""
+    headers = {**_FRAMELESS_HEADERS, **frame_headers(frame_ancestors)}
+    return headers, encode_headers(headers, HTML)
+
 
 RETRY_AFTER_SECONDS = 10
 
@@ -142,11 +154,11 @@ class Pages:
         headers: Mapping[str, str] | None = None,
         frame_ancestors: Sequence[str] = (),
     ) -> Page:
-        return Page(
-            body,
-            status,
-            {**_FRAMELESS_HEADERS, **frame_headers(frame_ancestors), **(headers or {})},
-        )
+        if headers:
+            fixed = {**_FRAMELESS_HEADERS, **frame_headers(frame_ancestors), **headers}
+            return Page(body, status, fixed)
+        shared, encoded = _page_headers(tuple(frame_ancestors))
+        return Page(body, status, shared, encoded=encoded)
 
     def not_found(self) -> Page:
         """The one neutral answer to every invalid link."""

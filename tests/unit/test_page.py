@@ -9,6 +9,7 @@ from typing import Any
 from litestar import Litestar, Request
 
 from services.gateway.page import TEXT, Page
+from services.gateway.pages import Pages
 
 Messages = list[dict[str, Any]]
 
@@ -67,3 +68,15 @@ def test_page_matches_its_litestar_response() -> None:
         assert ours[0]["status"] == litestars[0]["status"]
         assert sorted(ours[0]["headers"]) == sorted(litestars[0]["headers"])
         assert ours[1]["body"] == litestars[1]["body"]
+
+
+def test_shared_page_headers_match_fresh_encoding() -> None:
+    pages = Pages()
+    for ancestors in ((), ("https://intranet.example",)):
+        page = (
+            pages.not_found()
+            if not ancestors
+            else pages.confirmation("de", "T-1", ancestors)
+        )
+        fresh = Page(page.content, page.status_code, page.headers)
+        assert page.encoded_headers() == fresh.encoded_headers()
