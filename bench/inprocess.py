@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -98,6 +99,9 @@ async def _round(
 
     async def caller(requests: int) -> None:
         for _ in range(requests):
+            # Each request starts in a loop step of its own, as under uvicorn,
+            # so that a cached GET, which never waits, does not hold the loop.
+            await asyncio.sleep(0)
             status = await _call(app, method, url, next(bodies))
             statuses[status] = statuses.get(status, 0) + 1
 
@@ -109,37 +113,56 @@ async def _round(
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("method", choices=["get", "post"])
-    parser.add_argument("--requests", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=20_000,
+        help=f"requests per round, at least {CALLERS} (default 20000)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="default 3")
+    args = parser.parse_args(argv)
+    if args.requests < CALLERS or args.rounds < 1:
+        parser.error(f"--requests must be at least {CALLERS} and --rounds at least 1")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     requests = args.requests // CALLERS * CALLERS
+    # SIGTERM ends the run through the cleanup below, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="linkdesk-bench-inprocess-"))
-    system = System(work / "data")
-    # The app logs to a file, as the service logs to its stderr. The file
-    # stays open until the servers, which log their stop, are stopped.
-    log_file = (work / "gateway-inprocess.log").open("w")
     try:
-        system.start()
-        gateway = system.stack.url("gateway")
-        if args.method == "get":
-            method, url = "GET", system.link
-            bodies: Iterator[bytes] = iter(lambda: b"", None)
-        else:
-            method, url = "POST", f"{gateway}/public/tickets"
-            total = WARM_UP + requests * args.rounds
-            bodies = (body.encode() for body in form_bodies(system, total))
-        asyncio.run(_measure(system, args, method, url, bodies, requests, log_file))
+        # The app logs to a file, as the service logs to its stderr. The file
+        # stays open until the servers, which log their stop, are stopped.
+        with (work / "gateway-inprocess.log").open("w") as log_file:
+            system = System(work / "data")
+            try:
+                _run(system, args, requests, log_file)
+            finally:
+                system.stop()
+                logging.getLogger().handlers.clear()
     finally:
-        system.stop()
-        logging.getLogger().handlers.clear()
-        log_file.close()
         # The demo data and the stores contain the benchmark tenant's secret.
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _run(
+    system: System, args: argparse.Namespace, requests: int, log_file: TextIO
+) -> None:
+    system.start()
+    if args.method == "get":
+        method, url = "GET", system.link
+        bodies: Iterator[bytes] = iter(lambda: b"", None)
+    else:
+        method, url = "POST", f"{system.stack.url('gateway')}/public/tickets"
+        total = WARM_UP + requests * args.rounds
+        bodies = (body.encode() for body in form_bodies(system, total))
+    try:
+        asyncio.run(_measure(system, args, method, url, bodies, requests, log_file))
+    except asyncio.CancelledError:
+        print("stopped by a signal", file=sys.stderr, flush=True)
 
 
 async def _measure(
@@ -158,6 +181,12 @@ async def _measure(
 
     with contextlib.redirect_stderr(log_file):
         logs.configure("gateway")
+    # While the loop runs, a signal cancels the measurement, so that the app's
+    # lifespan ends before the servers stop.
+    measurement = asyncio.current_task()
+    assert measurement is not None
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(stop_signal, measurement.cancel)
     app = create_app()
     async with app.lifespan():
         await _round(app, method, url, bodies, WARM_UP)

@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -611,6 +612,8 @@ def main(argv: list[str] | None = None) -> int:
             "smoke": args.smoke,
         },
     }
+    # SIGTERM ends the run through the cleanup below, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="linkdesk-bench-"))
     system = System(work / "data")
     print(f"bench: working folder {work}", flush=True)

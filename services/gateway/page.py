@@ -32,7 +32,11 @@ class Page:
         encoded: Sequence[tuple[bytes, bytes]] | None = None,
     ) -> None:
         """`encoded` is `encode_headers(headers, media_type)` when the caller
-        keeps it for headers that many pages share."""
+        keeps it for headers that many pages share.
+
+        NOTE: a page built with `encoded` sends those headers even when
+        `headers` or `media_type` are changed later; nothing changes them.
+        """
         self.content = content
         self.status_code = status_code
         self.headers = dict(headers)

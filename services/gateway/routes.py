@@ -106,7 +106,7 @@ async def _answered_other_method(scope: Scope, send: Send, served: str) -> bool:
     for a request with the `served` method.
 
     Litestar passes every kind of request to a plain ASGI handler, so a
-    websocket request gets the 404 of a path without a route.
+    websocket request is closed as on a path without a route.
     """
     if scope["type"] != ScopeType.HTTP:
         raise NotFoundException()

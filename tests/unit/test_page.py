@@ -9,7 +9,7 @@ from typing import Any
 from litestar import Litestar, Request
 
 from services.gateway.page import TEXT, Page
-from services.gateway.pages import Pages
+from services.gateway.pages import PUBLIC_HEADERS, Pages, frame_headers
 
 Messages = list[dict[str, Any]]
 
@@ -72,11 +72,17 @@ def test_page_matches_its_litestar_response() -> None:
 
 def test_shared_page_headers_match_fresh_encoding() -> None:
     pages = Pages()
+    public = {
+        name: value
+        for name, value in PUBLIC_HEADERS.items()
+        if name not in ("Content-Security-Policy", "X-Frame-Options")
+    }
     for ancestors in ((), ("https://intranet.example",)):
-        page = (
-            pages.not_found()
-            if not ancestors
-            else pages.confirmation("de", "T-1", ancestors)
-        )
-        fresh = Page(page.content, page.status_code, page.headers)
-        assert page.encoded_headers() == fresh.encoded_headers()
+        page = pages.confirmation("de", "T-1", ancestors)
+        expected = Page(page.content, 200, {**public, **frame_headers(ancestors)})
+        assert page.encoded_headers() == expected.encoded_headers()
+    framed = dict(
+        pages.confirmation("de", "T-1", ("https://a.example",)).encoded_headers()
+    )
+    assert b"frame-ancestors https://a.example" in framed[b"content-security-policy"]
+    assert b"x-frame-options" not in framed

@@ -13,7 +13,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import nats
 import pytest
@@ -602,3 +602,20 @@ def test_long_client_host_not_remembered() -> None:
     long_host = "h" * (rate_limit.MAX_REMEMBERED_HOST + 1)
     assert client_network(long_host) == long_host
     assert remembered.cache_info().currsize == before
+
+
+def test_limit_keys_stay_the_same() -> None:
+    # Replicas of two releases share the bucket during a rolling upgrade,
+    # so the keys must not change with the code that computes them.
+    keyed = RateLimiter(
+        cast(SharedState, None),
+        LIMITS,
+        bytes(range(32)),
+        RateLimitMetrics(CollectorRegistry()),
+    )
+    assert keyed._key("address", "203.0.113.7") == (
+        "address.c6f689ebe806a3d9a2b798522e4db793"
+    )
+    assert keyed._remembered_key("person", "t1\0" + "004711") == (
+        "person.2d9e4bbfda990d39d97b9eacb1654921"
+    )
