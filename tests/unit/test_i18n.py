@@ -504,3 +504,14 @@ def test_long_header_not_remembered() -> None:
     assert remembered.cache_info().currsize == before
     assert i18n.negotiate("it-CH,it;q=0.9", None) == "it"
     assert remembered.cache_info().currsize <= before + 1
+
+
+def test_ranges_after_the_limit_ignored() -> None:
+    filler = ", ".join(["xx"] * i18n.MAX_LANGUAGE_RANGES)
+    assert negotiate(f"{filler}, fr", "it") == "it"
+    assert negotiate(f"fr, {filler}", "it") == "fr"
+
+
+def test_huge_header_still_negotiated() -> None:
+    header = "it-CH;q=0.9, " + ", ".join(["xx-YY;q=0.1"] * 20_000)
+    assert negotiate(header, None) == "it"
