@@ -275,6 +275,19 @@ def for_connection(nc: Client) -> Metrics:
     return _BY_CONNECTION.get(nc) or _detached()
 
 
+def route_label(scope: Scope, status: int) -> str:
+    """Return the route label of a finished request: the route template, or
+    `UNMATCHED_ROUTE` for a request that no route served.
+
+    Litestar sets the template once a route matched. A 405 counts as
+    unmatched even where a plain ASGI handler matched the path and then
+    rejected the method, as Litestar's router does on its own routes.
+    """
+    if status == 405:
+        return UNMATCHED_ROUTE
+    return str(scope.get("path_template") or UNMATCHED_ROUTE)
+
+
 def http_metrics_middleware(app: ASGIApp, metrics: Metrics) -> ASGIApp:
     """Time every HTTP request by method, route template and status."""
 
@@ -296,8 +309,7 @@ def http_metrics_middleware(app: ASGIApp, metrics: Metrics) -> ASGIApp:
         finally:
             metrics.observe_http(
                 str(scope.get("method", "")),
-                # Litestar sets the template once a route matched.
-                str(scope.get("path_template") or UNMATCHED_ROUTE),
+                route_label(scope, status),
                 status,
                 time.perf_counter() - started,
             )

@@ -10,7 +10,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.pages import PUBLIC_HEADERS
-from shared.metrics import UNMATCHED_ROUTE, Metrics
+from shared.metrics import Metrics, route_label
 from shared.random_ids import RandomIds
 
 logger = logging.getLogger("linkdesk.access")
@@ -65,13 +65,7 @@ def access_middleware(app: ASGIApp, metrics: Metrics) -> ASGIApp:
             await app(scope, receive, send_with_headers)
         finally:
             elapsed = time.perf_counter() - started
-            # Litestar sets the template once a route matched. A 405 counts as
-            # unmatched even where a plain ASGI handler matched the path and
-            # then rejected the method, as Litestar's router does for others.
-            route = scope.get("path_template") or UNMATCHED_ROUTE
-            if status == 405:
-                route = UNMATCHED_ROUTE
-            metrics.observe_http(method, str(route), status, elapsed)
+            metrics.observe_http(method, route_label(scope, status), status, elapsed)
             path = _shortened(scope["path"])
             fields = {
                 "event": "http_request",

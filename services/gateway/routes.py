@@ -56,8 +56,8 @@ _STYLESHEET = (TEMPLATES.parent / "static" / "app.css").read_bytes()
 AnyRequest = Request[Any, Any, Any]
 
 
-def _request_id(request: AnyRequest) -> str:
-    return str(request.scope.get("state", {}).get("request_id", ""))
+def _request_id(scope: Scope) -> str:
+    return str(scope.get("state", {}).get("request_id", ""))
 
 
 def _reject(state: State, reason: str, request_id: str) -> Page:
@@ -131,7 +131,7 @@ async def _open_form(scope: HTTPScope, state: State) -> Page:
     started = time.monotonic()
     pages: Pages = state.pages
     limiter: RateLimiter = state.rate_limiter
-    request_id = str(scope["state"].get("request_id", ""))
+    request_id = _request_id(scope)
     client = scope.get("client")
     address = client_network(client[0] if client else None)
     parsed = link.parse(scope["query_string"])
@@ -380,7 +380,7 @@ async def submit(scope: Scope, receive: Receive, send: Send) -> None:
 async def _submit(scope: HTTPScope, receive: Receive, state: State) -> Page:
     pages: Pages = state.pages
     settings: GatewaySettings = state.settings
-    request_id = str(scope["state"].get("request_id", ""))
+    request_id = _request_id(scope)
     headers = _headers(scope)
 
     # Step 1: read the body, and reject a post that another site sent.
@@ -603,7 +603,7 @@ async def confirmation(
     if tenant_id is not None:
         directory: Directory = state.directory
         frame_ancestors = await directory.frame_ancestors(
-            tenant_id, _request_id(request)
+            tenant_id, _request_id(request.scope)
         )
     return pages.confirmation(language, reference, frame_ancestors)
 
