@@ -35,7 +35,7 @@ class Page:
         keeps it for headers that many pages share.
 
         NOTE: a page built with `encoded` sends those headers even when
-        `headers` or `media_type` are changed later; nothing changes them.
+        `headers` or `media_type` are changed later. Nothing changes them.
         """
         self.content = content
         self.status_code = status_code

@@ -23,8 +23,8 @@ async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) ->
         if not (announced.isascii() and announced.isdigit()):
             msg = f"invalid Content-Length header {announced[:40]!r}"
             raise ClientException(msg)
-        # More digits than the limit has exceed it, and int() raises on a
-        # few thousand digits.
+        # A value with more digits than the limit exceeds it, and int()
+        # raises on a few thousand digits.
         digits = announced.lstrip("0") or "0"
         if len(digits) > len(str(limit)) or int(digits) > limit:
             raise RequestEntityTooLarge

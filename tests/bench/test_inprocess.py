@@ -1,4 +1,4 @@
-"""The in-process gateway measurement runs end to end; no timing is checked."""
+"""The in-process gateway measurement runs end to end. No timing is checked."""
 
 from __future__ import annotations
 

@@ -121,8 +121,8 @@ def test_request_ids_reach_every_service(debug_stack: OwnStack) -> None:
     open_id = access_log_request_id(own, offset, "GET", 200)
     post_id = access_log_request_id(own, offset, "POST", 303)
 
-    # Both access lines name the tenant; the line of the opened form is
-    # written only at debug level, as the services' answers are.
+    # Both access lines name the tenant. The line of the opened form is a
+    # debug line, like the other services' request_answered lines.
     for request_id in (open_id, post_id):
         access = wait_for_record(
             own, "gateway", event="http_request", request_id=request_id
