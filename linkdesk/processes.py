@@ -6,6 +6,7 @@ the same entry points (`python -m services.<name>`) that a container uses.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -25,8 +26,48 @@ SERVICES = ("tenant", "personnel", "ticket", "gateway")
 DEFAULT_PORTS = {"gateway": 8080, "tenant": 8081, "personnel": 8082, "ticket": 8083}
 
 
+MAX_LOG_READ = 1 << 20
+"""How much of a log `first_error` reads: a failed start logs far less."""
+
+_ERROR_LEVELS = frozenset({"error", "critical"})
+
+
 class ServiceStartError(RuntimeError):
     """A service exited or did not report ready in time."""
+
+
+def _last_line(text: object) -> str:
+    lines = [line.strip(" |") for line in str(text).splitlines()]
+    # Exception groups close with a rule of "+" and "-".
+    lines = [line for line in lines if line.strip("+-")]
+    return lines[-1] if lines else ""
+
+
+def first_error(log_path: Path, start: int = 0) -> str:
+    """Return the first error that a service logged from `start` on, or "".
+
+    Of a traceback, only its last line is kept, which names the exception.
+    """
+    try:
+        with log_path.open("rb") as log:
+            log.seek(start)
+            lines = log.read(MAX_LOG_READ).splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or record.get("level") not in _ERROR_LEVELS:
+            continue
+        message = _last_line(record.get("message", ""))
+        error = _last_line(record.get("error", ""))
+        if message and error:
+            return f"{message} ({error})"
+        if message or error:
+            return message or error
+    return ""
 
 
 @dataclass
@@ -36,6 +77,8 @@ class ServiceProcess:
     env: Mapping[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    log_start: int = field(default=0, repr=False)
+    """Offset of this start's first line in the log, which earlier starts share."""
 
     @property
     def url(self) -> str:
@@ -58,6 +101,7 @@ class ServiceProcess:
             "HTTP_PORT": str(self.port),
         }
         with self.log_path.open("ab") as log:
+            self.log_start = log.tell()
             self.process = subprocess.Popen(
                 [sys.executable, "-m", f"services.{self.name}"],
                 env=env,
@@ -73,7 +117,9 @@ class ServiceProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running:
-                msg = f"{self.name} exited during start, see {self.log_path}"
+                error = first_error(self.log_path, self.log_start)
+                reason = f": {error}" if error else ""
+                msg = f"{self.name} exited during start{reason}; see {self.log_path}"
                 raise ServiceStartError(msg)
             try:
                 if (

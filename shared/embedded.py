@@ -12,11 +12,13 @@ import importlib.util
 import logging
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -37,34 +39,90 @@ class EmbeddedServerError(RuntimeError):
     """An embedded server failed to start or to stop."""
 
 
-def free_port() -> int:
-    """Return a TCP port on the loopback address that is free right now."""
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+PICKED_PORTS_LOW = 15000
+"""The lowest port that `free_port` hands out."""
+
+_picked: set[int] = set()
+_picked_lock = threading.Lock()
+
+
+def _pickable_ports() -> range:
+    """Ports below the kernel's range for outgoing connections.
+
+    A port from that range can become the local end of some new connection
+    between the pick and a server's bind, and the server then fails with
+    "address already in use". Below it, only another listener can take it.
+    """
+    try:
+        low = int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        # Not Linux: below IANA's dynamic range, which BSD and macOS use.
+        low = 49152
+    return range(PICKED_PORTS_LOW, min(low, 49152))
+
+
+def _bound_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-def free_ports(count: int) -> list[int]:
-    """Return `count` distinct TCP ports on the loopback address, free right now.
+def free_port_range(count: int = 1, attempts: int = 200) -> int:
+    """Return a port `base` such that `base` .. `base + count - 1` are free.
 
-    All sockets stay bound until every port is chosen, so no port repeats,
-    which separate `free_port()` calls do not promise.
+    The ports lie below the range for outgoing connections, and none is handed
+    out twice by this process, so consecutive calls never collide.
     """
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind((LOOPBACK, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+    pickable = _pickable_ports()
+    if len(pickable) < 16 * count:
+        # A kernel that lends nearly every port to outgoing connections.
+        if count == 1:
+            return _bound_port()
+        msg = f"no range of {count} ports lies outside the ephemeral range"
+        raise RuntimeError(msg)
+    with _picked_lock:
+        if len(_picked) > len(pickable) // 2:
+            _picked.clear()
+        last_base = pickable.stop - count
+        for _ in range(attempts):
+            # Random, so that separate processes rarely try the same ports.
+            base = random.randint(pickable.start, last_base)  # noqa: S311
+            wanted = range(base, base + count)
+            if any(port in _picked for port in wanted):
+                continue
+            if any(port_in_use(port) for port in wanted):
+                continue
+            _picked.update(wanted)
+            return base
+    msg = f"no {count} consecutive free ports found in {attempts} attempts"
+    raise RuntimeError(msg)
+
+
+def free_port() -> int:
+    """Return a TCP port on the loopback address that is free right now."""
+    return free_port_range(1)
+
+
+def free_ports(count: int) -> list[int]:
+    """Return `count` distinct TCP ports on the loopback address, free right now."""
+    return [free_port() for _ in range(count)]
 
 
 def port_in_use(port: int) -> bool:
-    """Return whether something already listens on `port` of 127.0.0.1."""
+    """Return whether a server could not listen on `port` of 127.0.0.1 now.
+
+    The bind finds what a connect does not: the local end of an outgoing
+    connection also holds its port against a listener.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers bind: a closed connection in TIME_WAIT does not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return True
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((LOOPBACK, port)) == 0

@@ -7,7 +7,6 @@ import queue
 import re
 import select
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ import httpx
 import pytest
 
 from linkdesk.processes import SERVICES
-from shared.embedded import LOOPBACK, free_port
+from shared.embedded import LOOPBACK, free_port, free_port_range
 from tests.helpers import VALID_FIELDS, form_token, post_form
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -38,27 +37,6 @@ SERVICE_LINE = re.compile(r"^\s+(tenant|personnel|ticket|gateway)\s+(http://\S+)
 ADMIN_TOKEN_LINE = re.compile(r"Admin token: (\S+)")
 TICKETS_URL = re.compile(r"(http://\S+/admin/tenants/[0-9a-f-]{36}/tickets)")
 SUMMARY_END = re.compile(r"^\s+Logs: ")
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((LOOPBACK, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port_range(count: int, attempts: int = 50) -> int:
-    """Return a port `base` such that `base` .. `base + count - 1` are free."""
-    for _ in range(attempts):
-        base = free_port()
-        if base + count - 1 > 65535:
-            continue
-        if all(_port_is_free(base + offset) for offset in range(1, count)):
-            return base
-    msg = f"no {count} consecutive free ports found in {attempts} attempts"
-    raise RuntimeError(msg)
 
 
 @dataclass(frozen=True)

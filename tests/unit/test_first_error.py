@@ -1,0 +1,56 @@
+"""The reason for a failed start, read from the service's JSON log."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from linkdesk.processes import first_error
+
+
+def write_log(path: Path, *records: object) -> None:
+    lines = [r if isinstance(r, str) else json.dumps(r) for r in records]
+    path.write_text("".join(f"{line}\n" for line in lines))
+
+
+def test_first_error_after_the_start(tmp_path: Path) -> None:
+    log = tmp_path / "service.log"
+    earlier = json.dumps({"level": "error", "message": "earlier start"}) + "\n"
+    write_log(
+        log,
+        earlier.rstrip("\n"),
+        {"level": "info", "message": "service starting"},
+        "not json at all",
+        '["a list"]',
+        {"level": "warning", "message": "nats disconnected"},
+        {"level": "error", "message": "bind failed: address already in use"},
+        {"level": "error", "message": "Application startup failed. Exiting."},
+    )
+    assert first_error(log, len(earlier)) == "bind failed: address already in use"
+    assert first_error(log) == "earlier start"
+
+
+def test_first_error_of_a_traceback_is_its_last_line(tmp_path: Path) -> None:
+    group = (
+        "  + Exception Group Traceback (most recent call last):\n"
+        '  |   File "app.py", line 1, in lifespan\n'
+        "    | OSError: [Errno 111] Connection refused\n"
+        "    +------------------------------------\n"
+    )
+    log = tmp_path / "service.log"
+    write_log(log, {"level": "critical", "message": group})
+    assert first_error(log) == "OSError: [Errno 111] Connection refused"
+
+
+def test_first_error_adds_the_error_field(tmp_path: Path) -> None:
+    log = tmp_path / "service.log"
+    error = "Traceback (most recent call last):\n  ...\nTimeoutError: timed out"
+    write_log(log, {"level": "error", "message": "connect failed", "error": error})
+    assert first_error(log) == "connect failed (TimeoutError: timed out)"
+
+
+def test_first_error_empty_without_an_error(tmp_path: Path) -> None:
+    log = tmp_path / "service.log"
+    write_log(log, {"level": "info", "message": "ready"}, {"level": "error"})
+    assert first_error(log) == ""
+    assert first_error(tmp_path / "missing.log") == ""
