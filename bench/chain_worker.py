@@ -27,8 +27,10 @@ from bench.apps import (
 )
 
 FETCH_BATCH = 64
+TABLE = "bench_chain"
+
 CREATE_TABLE = (
-    "CREATE TABLE IF NOT EXISTS bench_chain (id bigint GENERATED ALWAYS AS"
+    f"CREATE TABLE IF NOT EXISTS {TABLE} (id bigint GENERATED ALWAYS AS"
     " IDENTITY PRIMARY KEY, tenant text, person text, subject text,"
     " description text, stored_at timestamptz NOT NULL DEFAULT now())"
 )
@@ -63,7 +65,7 @@ async def main(nats_url: str, database_url: str) -> None:
             rows.append((item.tenant, item.person, item.subject, item.description))
         async with pool.acquire() as connection, connection.transaction():
             await connection.executemany(
-                "INSERT INTO bench_chain (tenant, person, subject, description)"
+                f"INSERT INTO {TABLE} (tenant, person, subject, description)"
                 " VALUES ($1, $2, $3, $4)",
                 rows,
             )

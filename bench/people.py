@@ -81,7 +81,7 @@ def write_tenant_form_bodies(
     contexts = [
         form_token.verify(
             system.form_key,
-            system.fetch_form_token(system.stack.url("gateway") + link_path),
+            system.fetch_form_token(system.url("gateway") + link_path),
         )
         for link_path in paths
     ]

@@ -59,7 +59,7 @@ def profile_gateway(
         stderr=subprocess.STDOUT,
     )
     load = wrk.run(
-        f"{system.stack.url('gateway')}/public/tickets",
+        f"{system.url('gateway')}/public/tickets",
         "post_forms.lua",
         PROFILE_CLIENTS,
         seconds,

@@ -5,11 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
 PLOT_NAME = "intake-latency.png"
 
 
@@ -40,6 +35,13 @@ def against(value: float, limit: float) -> str:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
+    # Imported here, so that a partial run, which draws nothing, and the
+    # tests of the benchmark's parts need no matplotlib (the bench extra).
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     kinds = [
         "linkdesk GET link",
         "linkdesk POST form",
@@ -315,6 +317,32 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _intro(running: bool) -> tuple[str, str]:
+    """Return the page's first paragraph and its note on the forms posted."""
+    if running:
+        return (
+            "Measured by `.venv/bin/python -m bench.run --running` (see "
+            "`bench/run.py`) on services that already ran on this machine, "
+            "driven by wrk on the same machine. The baselines ran against the "
+            "same nats-server and PostgreSQL. Without control of the services' "
+            "processes, the run has no gateway profile, no backlog drain and no "
+            "memory readings.",
+            "- The forms belong to one person of the tenant that the run added, "
+            "except in the steps with many people or many tenants.",
+        )
+    return (
+        "Measured by `.venv/bin/python -m bench.run` (see `bench/run.py`): "
+        "nats-server and PostgreSQL from their PyPI wheels and the four services "
+        "as separate processes, all on 127.0.0.1, driven by wrk on the same "
+        "machine. Absolute numbers move from run to run on shared machines, so "
+        "compare the ratios.",
+        "- The gateway's submission limits were set to 10^9 per window, so the "
+        "limit checks and counters run on every post without blocking. The "
+        "forms belong to one person of one tenant, except in the steps with "
+        "many people or many tenants.",
+    )
+
+
 def write(results: dict[str, Any], output: Path) -> None:
     """Write the tables of `results` to `output` and the plot beside it.
 
@@ -325,24 +353,20 @@ def write(results: dict[str, Any], output: Path) -> None:
     plot(results, plot_path)
     info = results["machine"]
     args = results["args"]
+    running = bool(args.get("running"))
+    intro, forms_note = _intro(running)
     lines = [
         "# Benchmarks",
         "",
-        "Measured by `.venv/bin/python -m bench.run` (see `bench/run.py`): "
-        "nats-server and PostgreSQL from their PyPI wheels and the four services "
-        "as separate processes, all on 127.0.0.1, driven by wrk on the same "
-        "machine. Absolute numbers move from run to run on shared machines, so "
-        "compare the ratios.",
+        intro,
         "",
         f"- Machine: {info['cpus']} CPUs, {info['cpu_model']}, kernel {info['kernel']}",
         f"- Python {info['python']}, {info['wrk']}",
         f"- Run: {info['date']}, {args['seconds']:.0f} s per load step, clients "
-        f"{', '.join(map(str, args['clients']))}, backlog {args['backlog']:,}"
+        f"{', '.join(map(str, args['clients']))}"
+        + ("" if running else f", backlog {args['backlog']:,}")
         + (" (smoke mode)" if args.get("smoke") else ""),
-        "- The gateway's submission limits were set to 10^9 per window, so the "
-        "limit checks and counters run on every post without blocking. The "
-        "forms belong to one person of one tenant, except in the steps with "
-        "many people or many tenants.",
+        forms_note,
         "- Baselines (`bench/apps.py`): a bare Litestar GET and POST of a small "
         "msgspec struct, and the minimal chain. The chain's GET and POST make "
         "two NATS requests each, and its POST also publishes to JetStream. "
@@ -426,15 +450,17 @@ def write(results: dict[str, Any], output: Path) -> None:
         ]
     large = results.get("large_body")
     if large:
-        lines += [
-            "## 20 MB body",
-            "",
-            f"Response: {large['status']}. Gateway RSS {fmt(large['rss_before'])} MB "
-            f"before, {fmt(large['rss_after'])} MB after "
-            f"({large['rss_after'] - large['rss_before']:+.1f} MB).",
-            "",
-        ]
-    lines += ["## Resident memory (VmRSS)", "", *_memory_table(results), ""]
+        measured = large["rss_before"] is not None and large["rss_after"] is not None
+        rss = (
+            f" Gateway RSS {fmt(large['rss_before'])} MB before, "
+            f"{fmt(large['rss_after'])} MB after "
+            f"({large['rss_after'] - large['rss_before']:+.1f} MB)."
+            if measured
+            else " The gateway's process is not known, so its RSS is not read."
+        )
+        lines += ["## 20 MB body", "", f"Response: {large['status']}.{rss}", ""]
+    if results.get("rss_idle"):
+        lines += ["## Resident memory (VmRSS)", "", *_memory_table(results), ""]
     profile = results.get("profile")
     if profile and "inclusive" in profile:
         lines += [
@@ -460,7 +486,8 @@ def write(results: dict[str, Any], output: Path) -> None:
             *(f"| `{name}` | {share:.0%} |" for name, share in profile["self"]),
             "",
         ]
+    # The analysis explains the runs that started their own services.
     analysis = Path(__file__).parent / "analysis.md"
-    if analysis.exists():
+    if analysis.exists() and not running:
         lines += [analysis.read_text().rstrip(), ""]
     output.write_text("\n".join(lines))

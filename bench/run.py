@@ -1,16 +1,22 @@
 """Benchmark the intake path against baselines and write docs/benchmarks.md.
 
     .venv/bin/python -m bench.run [--seconds 8] [--backlog 20000] [--smoke]
+    .venv/bin/python -m bench.run --running --output PAGE
 
 Starts nats-server, PostgreSQL and the four services on free loopback ports,
 drives them with wrk, and writes the results page and its plot. Every load
 step is bounded by time (`--seconds`) and every loop by a count.
+
+With `--running`, it uses services that already run on this machine, named
+by the variables in `RunningServices.from_environment`, and runs the parts
+that need no control of their processes (`RUNNING_PARTS`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import math
@@ -33,11 +39,28 @@ import asyncpg
 import httpx
 import msgspec
 import nats
+import nats.js.errors
 
-from bench import commit_delay, durability, micro, people, profile, report, wrk
+from bench import (
+    chain_worker,
+    commit_delay,
+    durability,
+    micro,
+    people,
+    profile,
+    report,
+    wrk,
+)
 from bench.apps import CHAIN_CONSUMER, CHAIN_STREAM
 from bench.forms import FORM_VALUES, form_bodies
-from bench.system import System, free_port, rss_mb
+from bench.system import (
+    UNLIMITED,
+    RunningServices,
+    RunningServicesError,
+    System,
+    free_port,
+    rss_mb,
+)
 from services.gateway import form_token, submission
 from shared import messages, subjects
 from shared.messaging import REQUEST_ID_HEADER
@@ -63,6 +86,17 @@ PARTS = (
     "backlog",
 )
 """The parts of a run, in the order they run; `--only` picks some of them."""
+
+RUNNING_PARTS = ("get", "post", "stored", "body", "micro", "baselines", "paired")
+"""The parts of a run on running services by default. "people" adds 40,000
+people and 1,000 tenants to them and runs only when `--only` names it. The
+profile and the backlog need the gateway's process and a stop of the ticket
+service, which only a run that started them has."""
+
+LIMIT_PROBE_FORMS = 25
+"""Forms that a run on running services posts first, one after the other:
+more than the gateway's default limit of 20 per person, which would turn
+the POST steps into 429 answers."""
 
 PAIRED_ROUNDS = 3
 PAIRED_CLIENTS = 32
@@ -124,6 +158,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="a few requests per step, for a check that the command runs",
     )
+    parser.add_argument(
+        "--running",
+        action="store_true",
+        help="use services that already run on this machine, named by "
+        "LINKDESK_GATEWAY_URL, LINKDESK_TENANT_URL, LINKDESK_PERSONNEL_URL, "
+        "LINKDESK_TICKET_URL, NATS_URL and DATABASE_URL, with "
+        "LINKDESK_ADMIN_TOKEN and GATEWAY_FORM_KEY; adds a tenant to them",
+    )
     args = parser.parse_args(argv)
     if args.people < 1 or args.tenants < 1:
         parser.error("--people and --tenants must be at least 1")
@@ -132,6 +174,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.only) - set(PARTS))
     if unknown:
         parser.error(f"--only: unknown part {', '.join(unknown)}; choose from {PARTS}")
+    args.services = None
+    if args.running:
+        impossible = sorted(set(args.only) - {*RUNNING_PARTS, "people"})
+        if impossible:
+            parser.error(
+                f"--only: {', '.join(impossible)} needs services that this run "
+                "starts itself; leave out --running"
+            )
+        try:
+            args.services = RunningServices.from_environment(os.environ)
+        except RunningServicesError as exc:
+            parser.error(f"--running: {exc}")
     if args.smoke:
         args.seconds, args.clients, args.backlog = 1.0, [1, 2], 50
         args.people, args.tenants = 200, 20
@@ -228,7 +282,7 @@ def post_bodies_step(
     row = load_step(
         system,
         kind,
-        f"{system.stack.url('gateway')}/public/tickets",
+        f"{system.url('gateway')}/public/tickets",
         "post_forms.lua",
         clients,
         seconds,
@@ -261,7 +315,7 @@ async def ticket_service_idle(system: System, max_seconds: float) -> float:
     )
     if not env_switch("TICKET_OUTBOX_RELAY", True):
         return time.monotonic() - started
-    connection = await asyncpg.connect(system.postgres.url)
+    connection = await asyncpg.connect(system.database_url)
     try:
         while time.monotonic() - started < max_seconds:
             unsent = await connection.fetchval(
@@ -280,7 +334,7 @@ async def consumer_idle(
 ) -> None:
     """Wait until `consumer` of `stream` has no message waiting or unacknowledged,
     or until `deadline` (monotonic)."""
-    nc = await nats.connect(system.nats.url)
+    nc = await nats.connect(system.nats_url)
     js = nc.jetstream()
     try:
         while time.monotonic() < deadline:
@@ -300,7 +354,7 @@ async def accepted_to_stored(
     await ticket_service_idle(system, 300)
     count = max(5, int(rate * seconds))
     bodies = form_bodies(system, count)
-    url = f"{system.stack.url('gateway')}/public/tickets"
+    url = f"{system.url('gateway')}/public/tickets"
     headers = {"content-type": "application/x-www-form-urlencoded", "origin": "null"}
     statuses: dict[int, int] = {}
     since = dt.datetime.now(dt.UTC)
@@ -327,7 +381,7 @@ async def stored_delays(
     """Wait until the ticket consumer is idle, then return the acceptance to
     commit delays of the tickets submitted from `since` until `until`."""
     await ticket_service_idle(system, 120)
-    return await commit_delay.commit_delays(system.postgres.url, since, until)
+    return await commit_delay.commit_delays(system.database_url, since, until)
 
 
 async def backlog_drain(system: System, count: int) -> dict[str, object]:
@@ -336,7 +390,7 @@ async def backlog_drain(system: System, count: int) -> dict[str, object]:
     await ticket_service_idle(system, 300)
     system.stack.stop("ticket")
     context = form_token.verify(system.form_key, system.fetch_form_token())
-    nc = await nats.connect(system.nats.url)
+    nc = await nats.connect(system.nats_url)
     js = nc.jetstream()
     published = 0
     started = time.monotonic()
@@ -361,7 +415,7 @@ async def backlog_drain(system: System, count: int) -> dict[str, object]:
     await asyncio.gather(*(publisher(offset) for offset in range(64)))
     publish_seconds = time.monotonic() - started
     await nc.close()
-    connection = await asyncpg.connect(system.postgres.url)
+    connection = await asyncpg.connect(system.database_url)
     before = await connection.fetchval(
         "SELECT coalesce(max(id), 0) FROM ticket.tickets"
     )
@@ -425,15 +479,39 @@ async def stored_since(
     )
 
 
+def check_limits(system: System) -> None:
+    """Post `LIMIT_PROBE_FORMS` forms and raise unless each was accepted.
+
+    A running gateway keeps its own submission limits, and a step of 429
+    answers would measure the limit, not the intake.
+    """
+    url = f"{system.url('gateway')}/public/tickets"
+    headers = {"content-type": "application/x-www-form-urlencoded", "origin": "null"}
+    with httpx.Client(timeout=10) as client:
+        for body in form_bodies(system, LIMIT_PROBE_FORMS):
+            status = client.post(url, content=body, headers=headers).status_code
+            if status == 429:
+                msg = (
+                    f"the gateway at {system.url('gateway')} limited the "
+                    "benchmark's posts (429); start it with "
+                    f"GATEWAY_SUBMISSIONS_PER_PERSON={UNLIMITED} and "
+                    f"GATEWAY_SUBMISSIONS_PER_TENANT={UNLIMITED} for the run"
+                )
+                raise RuntimeError(msg)
+            if status != 303:
+                msg = f"a benchmark form got {status} from the gateway, not 303"
+                raise RuntimeError(msg)
+
+
 def large_body(system: System) -> dict[str, object]:
-    """POST a 20 MB form body to the gateway and compare its RSS."""
-    gateway_pid = system.stack.services["gateway"].pid
-    assert gateway_pid is not None
-    before = rss_mb(gateway_pid)
+    """POST a 20 MB form body to the gateway and compare its RSS, where the
+    gateway's process is known."""
+    gateway_pid = system.pids().get("gateway")
+    before = rss_mb(gateway_pid) if gateway_pid else None
     body = b"description=" + b"a" * (20 * 1024 * 1024)
     try:
         response = httpx.post(
-            f"{system.stack.url('gateway')}/public/tickets",
+            f"{system.url('gateway')}/public/tickets",
             content=body,
             headers={"content-type": "application/x-www-form-urlencoded"},
             timeout=30,
@@ -442,7 +520,8 @@ def large_body(system: System) -> dict[str, object]:
     except httpx.HTTPError as exc:
         status = f"connection error: {exc!r}"
     time.sleep(0.5)
-    return {"status": status, "rss_before": before, "rss_after": rss_mb(gateway_pid)}
+    after = rss_mb(gateway_pid) if gateway_pid else None
+    return {"status": status, "rss_before": before, "rss_after": after}
 
 
 def baseline_servers(
@@ -544,10 +623,25 @@ def json_post_env(work: Path) -> dict[str, str]:
     }
 
 
+async def remove_chain(system: System) -> None:
+    """Delete the chain's stream and table, which running services keep."""
+    nc = await nats.connect(system.nats_url)
+    try:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await nc.jetstream().delete_stream(CHAIN_STREAM)
+    finally:
+        await nc.close()
+    connection = await asyncpg.connect(system.database_url)
+    try:
+        await connection.execute(f"DROP TABLE IF EXISTS {chain_worker.TABLE}")
+    finally:
+        await connection.close()
+
+
 def start_chain(system: System) -> str:
     """Start the minimal chain's worker and app, and return the app's URL."""
     system.start_helper(
-        ["-m", "bench.chain_worker", system.nats.url, system.postgres.url]
+        ["-m", "bench.chain_worker", system.nats_url, system.database_url]
     )
     port = free_port()
     system.start_helper(["-m", "bench.serve", "chain_app", str(port), "service"], port)
@@ -600,7 +694,7 @@ def paired_steps(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    selected = set(args.only or PARTS)
+    selected = set(args.only or (RUNNING_PARTS if args.running else PARTS))
     if args.no_profile:
         selected.discard("profile")
     results: dict[str, object] = {
@@ -610,20 +704,25 @@ def main(argv: list[str] | None = None) -> int:
             "clients": args.clients,
             "backlog": args.backlog,
             "smoke": args.smoke,
+            "running": args.running,
         },
     }
     # SIGTERM ends the run through the cleanup below, as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="linkdesk-bench-"))
-    system = System(work / "data")
+    system = System(work / "data", running=args.services)
     print(f"bench: working folder {work}", flush=True)
     try:
         system.start()
+        if args.running:
+            check_limits(system)
         results["rss_idle"] = memory(system)
         run_parts(system, args, selected, work, results)
         results["rss_end"] = memory(system)
     finally:
         system.stop()
+        if args.running and {"baselines", "paired"} & selected:
+            asyncio.run(remove_chain(system))
         # The stores of a backlog run take gigabytes, and the prepared forms
         # a hundred megabytes or more. The link files and the demo data carry
         # the benchmark tenants' secrets. The logs stay for a look at a
@@ -780,7 +879,7 @@ def get_paths_step(
     return load_step(
         system,
         kind,
-        system.stack.url("gateway"),
+        system.url("gateway"),
         "get_paths.lua",
         clients,
         seconds,
@@ -795,7 +894,7 @@ def micro_baselines(
     count = 200 if args.smoke else 20_000
     seconds = min(10.0, args.seconds)
     rates = asyncio.run(
-        micro.run_all(system.nats.url, system.postgres.url, count, seconds)
+        micro.run_all(system.nats_url, system.database_url, count, seconds)
     )
     rates += durability.sync_always_rates(work, count, seconds)
     rows: list[dict[str, object]] = []

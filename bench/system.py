@@ -1,16 +1,20 @@
-"""Start linkdesk on the embedded servers with free ports, for the benchmark."""
+"""Start linkdesk on the embedded servers with free ports, for the benchmark,
+or use services that already run on this machine."""
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import re
 import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -25,6 +29,98 @@ run on every post (a limit of 0 would switch them off)."""
 
 _FORM_TOKEN = re.compile(r'name="form_token" value="([^"]+)"')
 
+SERVICE_URL_VARIABLES = {
+    "gateway": "LINKDESK_GATEWAY_URL",
+    "tenant": "LINKDESK_TENANT_URL",
+    "personnel": "LINKDESK_PERSONNEL_URL",
+    "ticket": "LINKDESK_TICKET_URL",
+}
+"""The variables that `linkdesk dev` prints for the admin commands."""
+
+RUNNING_TENANT = "linkdesk benchmark"
+"""Name of the tenant that a benchmark of running services adds."""
+
+
+class RunningServicesError(ValueError):
+    """The environment does not describe running services the benchmark may use."""
+
+
+@dataclass(frozen=True)
+class RunningServices:
+    """Services that run already, as a deployment or `linkdesk dev` runs them."""
+
+    urls: dict[str, str]
+    nats_url: str
+    database_url: str
+    admin_token: str = field(repr=False)
+    form_key: str = field(repr=False)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> RunningServices:
+        """Read the services' addresses and the two secrets from `environ`.
+
+        Every address must be on this machine's loopback, because the
+        benchmark puts its full load on them.
+        """
+        wanted = [
+            *SERVICE_URL_VARIABLES.values(),
+            "NATS_URL",
+            "DATABASE_URL",
+            "LINKDESK_ADMIN_TOKEN",
+            "GATEWAY_FORM_KEY",
+        ]
+        missing = [name for name in wanted if not environ.get(name)]
+        if missing:
+            msg = (
+                f"set {', '.join(missing)} to benchmark running services; "
+                "`linkdesk dev` prints the addresses and the admin token, and "
+                "GATEWAY_FORM_KEY is the gateway's own setting"
+            )
+            raise RunningServicesError(msg)
+        urls = {
+            name: environ[var].rstrip("/")
+            for name, var in SERVICE_URL_VARIABLES.items()
+        }
+        running = cls(
+            urls=urls,
+            nats_url=environ["NATS_URL"],
+            database_url=environ["DATABASE_URL"],
+            admin_token=environ["LINKDESK_ADMIN_TOKEN"],
+            form_key=environ["GATEWAY_FORM_KEY"],
+        )
+        addresses = {
+            **{SERVICE_URL_VARIABLES[name]: url for name, url in urls.items()},
+            "NATS_URL": running.nats_url,
+            "DATABASE_URL": running.database_url,
+        }
+        for variable, url in addresses.items():
+            if not is_loopback_url(url):
+                # Only the host: a database URL may carry a password.
+                host = urlsplit(url).hostname or "no host"
+                msg = (
+                    f"{variable} points at {host}, not at this machine's "
+                    "loopback (127.0.0.1, ::1 or localhost); the benchmark "
+                    "loads only services on this machine"
+                )
+                raise RunningServicesError(msg)
+        return running
+
+
+def is_loopback_url(url: str) -> bool:
+    """Return whether `url` names a host on this machine's loopback."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return False
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 @dataclass
 class System:
@@ -37,8 +133,26 @@ class System:
     admin_token: str = ""
     demo_data: demo.DemoData = field(init=False)
     helpers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    running: RunningServices | None = None
+    """Services to use instead of starting them; None starts everything."""
+
+    @property
+    def nats_url(self) -> str:
+        return self.running.nats_url if self.running else self.nats.url
+
+    @property
+    def database_url(self) -> str:
+        return self.running.database_url if self.running else self.postgres.url
+
+    def url(self, service: str) -> str:
+        """Return the base URL of `service`, such as "gateway"."""
+        return self.running.urls[service] if self.running else self.stack.url(service)
 
     def start(self) -> None:
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        if self.running is not None:
+            self._use_running(self.running)
+            return
         self.nats = EmbeddedNats(self.data_dir / "nats")
         self.postgres = EmbeddedPostgres(
             self.data_dir / "postgres", settings=commit_delay.SERVER_SETTINGS
@@ -60,14 +174,25 @@ class System:
             },
         )
         self.stack.start()
+        self._add_tenant(demo.DEMO_TENANT)
+
+    def _use_running(self, running: RunningServices) -> None:
+        self.admin_token = running.admin_token
+        self.form_key = base64.urlsafe_b64decode(
+            running.form_key + "=" * (-len(running.form_key) % 4)
+        )
+        self._add_tenant(RUNNING_TENANT)
+
+    def _add_tenant(self, name: str) -> None:
         self.demo_data = demo.ensure_demo(
             self.data_dir / "demo.json",
-            self.stack.url("tenant"),
-            self.stack.url("personnel"),
+            self.url("tenant"),
+            self.url("personnel"),
             self.admin_token,
+            tenant_name=name,
         )
         self.link = links.build_link(
-            self.stack.url("gateway"),
+            self.url("gateway"),
             self.demo_data.secret,
             self.demo_data.personnel_number,
         )
@@ -75,7 +200,7 @@ class System:
     def admin_client(self, service: str, timeout: float = 30) -> httpx.Client:
         """Return a client of `service`'s admin API with the benchmark's token."""
         return httpx.Client(
-            base_url=self.stack.url(service),
+            base_url=self.url(service),
             headers={"Authorization": f"Bearer {self.admin_token}"},
             timeout=timeout,
         )
@@ -98,8 +223,10 @@ class System:
         """Return the pid of every service process and of both servers.
 
         PostgreSQL's is the postmaster's; its backends are separate processes
-        and not counted.
+        and not counted. Of running services, none is known.
         """
+        if self.running is not None:
+            return {}
         found = {
             name: service.pid
             for name, service in self.stack.services.items()
@@ -118,7 +245,7 @@ class System:
             [sys.executable, *argv],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "NATS_URL": self.nats.url},
+            env={**os.environ, "NATS_URL": self.nats_url},
         )
         self.helpers.append(process)
         deadline = time.monotonic() + 20

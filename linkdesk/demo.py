@@ -28,7 +28,11 @@ def _client(base_url: str, token: str) -> httpx.Client:
 
 
 def ensure_demo(
-    state_file: Path, tenant_url: str, personnel_url: str, token: str
+    state_file: Path,
+    tenant_url: str,
+    personnel_url: str,
+    token: str,
+    tenant_name: str = DEMO_TENANT,
 ) -> DemoData:
     """Return the demo data, creating the tenant, secret and person once.
 
@@ -46,7 +50,7 @@ def ensure_demo(
         created = tenants.post(
             "/admin/tenants",
             json={
-                "name": DEMO_TENANT,
+                "name": tenant_name,
                 "language": "de",
                 "categories": ["IT", "Gebäude", "Reinigung", "Sonstiges"],
                 "intake_enabled": True,
