@@ -40,26 +40,43 @@ class EmbeddedServerError(RuntimeError):
 
 
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
-PICKED_PORTS_LOW = 15000
-"""The lowest port that `free_port` hands out."""
+LINUX_EPHEMERAL_DEFAULT = (32768, 60999)
+"""Linux's range for outgoing connections, where the file cannot be read."""
+
+PICKED_PORTS_LOW = 10000
+"""The lowest port that `free_port` hands out, above the usual service ports."""
 
 _picked: set[int] = set()
 _picked_lock = threading.Lock()
+# Not the shared generator: a test that seeds `random` would otherwise make
+# separate processes try the same ports in the same order.
+_random = random.SystemRandom()
 
 
-def _pickable_ports() -> range:
-    """Ports below the kernel's range for outgoing connections.
+def _ephemeral_range() -> tuple[int, int] | None:
+    """Return the kernel's range of ports for outgoing connections, or None
+    where it is not known (other systems than Linux)."""
+    try:
+        low, high = (int(part) for part in EPHEMERAL_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        return LINUX_EPHEMERAL_DEFAULT if sys.platform.startswith("linux") else None
+    return low, high
+
+
+def _pickable_spans(count: int) -> list[range]:
+    """Return the spans of ports outside the range for outgoing connections
+    that have room for `count` consecutive ports, many times over.
 
     A port from that range can become the local end of some new connection
     between the pick and a server's bind, and the server then fails with
-    "address already in use". Below it, only another listener can take it.
+    "address already in use". Outside it, only another listener can take it.
     """
-    try:
-        low = int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        # Not Linux: below IANA's dynamic range, which BSD and macOS use.
-        low = 49152
-    return range(PICKED_PORTS_LOW, min(low, 49152))
+    ephemeral = _ephemeral_range()
+    if ephemeral is None:
+        return []
+    low, high = ephemeral
+    spans = [range(PICKED_PORTS_LOW, min(low, 65536)), range(high + 1, 65536)]
+    return [span for span in spans if len(span) >= 16 * count]
 
 
 def _bound_port() -> int:
@@ -69,28 +86,37 @@ def _bound_port() -> int:
         return port
 
 
+def _candidate_base(spans: list[range], count: int) -> int:
+    """Return a random first port of `count` consecutive ones in `spans`, or
+    one the kernel chose where no span has room."""
+    if not spans:
+        # NOTE: such a port may still be taken by an outgoing connection
+        # before its server binds it, as on a kernel that lends every port.
+        return _bound_port()
+    choice = _random.randrange(sum(len(span) - count + 1 for span in spans))
+    for span in spans:
+        if choice < len(span) - count + 1:
+            return span.start + choice
+        choice -= len(span) - count + 1
+    raise AssertionError("the choice lies within the spans")
+
+
 def free_port_range(count: int = 1, attempts: int = 200) -> int:
     """Return a port `base` such that `base` .. `base + count - 1` are free.
 
-    The ports lie below the range for outgoing connections, and none is handed
-    out twice by this process, so consecutive calls never collide.
+    The ports lie outside the kernel's range for outgoing connections where
+    it leaves room. This process hands out no port again until it has handed
+    out at least a thousand others, or half of those it picks from.
     """
-    pickable = _pickable_ports()
-    if len(pickable) < 16 * count:
-        # A kernel that lends nearly every port to outgoing connections.
-        if count == 1:
-            return _bound_port()
-        msg = f"no range of {count} ports lies outside the ephemeral range"
-        raise RuntimeError(msg)
+    spans = _pickable_spans(count)
+    room = sum(len(span) for span in spans)
     with _picked_lock:
-        if len(_picked) > len(pickable) // 2:
+        if len(_picked) > max(1000, room // 2):
             _picked.clear()
-        last_base = pickable.stop - count
         for _ in range(attempts):
-            # Random, so that separate processes rarely try the same ports.
-            base = random.randint(pickable.start, last_base)  # noqa: S311
+            base = _candidate_base(spans, count)
             wanted = range(base, base + count)
-            if any(port in _picked for port in wanted):
+            if wanted.stop > 65536 or any(port in _picked for port in wanted):
                 continue
             if any(port_in_use(port) for port in wanted):
                 continue

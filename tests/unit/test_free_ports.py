@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,16 +43,15 @@ def test_port_free_after_its_listener_closed() -> None:
     assert not port_in_use(port)
 
 
-def test_picked_ports_lie_below_the_range_for_connections() -> None:
+def test_picked_ports_lie_outside_the_range_for_connections() -> None:
     """No outgoing connection can take such a port before its server binds."""
-    text = embedded.EPHEMERAL_RANGE_FILE
-    if not text.exists():
-        pytest.skip("this kernel does not publish its ephemeral port range")
-    ephemeral_low = int(text.read_text().split()[0])
-    if ephemeral_low <= embedded.PICKED_PORTS_LOW + 1000:
-        pytest.skip("the ephemeral range leaves no ports below it")
+    ephemeral = embedded._ephemeral_range()
+    if ephemeral is None:
+        pytest.skip("this system does not tell its ephemeral port range")
+    low, high = ephemeral
     ports = [free_port() for _ in range(50)]
-    assert all(embedded.PICKED_PORTS_LOW <= port < ephemeral_low for port in ports)
+    assert not [port for port in ports if low <= port <= high]
+    assert all(port >= embedded.PICKED_PORTS_LOW for port in ports)
 
 
 def test_no_port_is_handed_out_twice() -> None:
@@ -63,16 +63,62 @@ def test_no_port_is_handed_out_twice() -> None:
     assert not any(port_in_use(port) for port in handed_out)
 
 
+def fake_range(
+    monkeypatch: pytest.MonkeyPatch, folder: Path, low: int, high: int
+) -> None:
+    text = folder / "ip_local_port_range"
+    text.write_text(f"{low}\t{high}\n")
+    monkeypatch.setattr(embedded, "EPHEMERAL_RANGE_FILE", text)
+    monkeypatch.setattr(embedded, "_picked", set())
+
+
 def test_port_range_skips_a_port_in_use(
-    listener: socket.socket, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """With 64 ports to pick from, no range of 100 picks holds the taken one."""
-    taken = listener.getsockname()[1]
-    fake_range = tmp_path / "ip_local_port_range"
-    fake_range.write_text(f"{taken + 32}\t{taken + 2000}\n")
-    monkeypatch.setattr(embedded, "PICKED_PORTS_LOW", taken - 32)
-    monkeypatch.setattr(embedded, "EPHEMERAL_RANGE_FILE", fake_range)
-    for _ in range(100):
-        monkeypatch.setattr(embedded, "_picked", set())
-        base = free_port_range(4)
-        assert taken not in range(base, base + 4)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        taken = next(port for port in range(20_000, 30_000) if not port_in_use(port))
+        listener.bind((LOOPBACK, taken))
+        listener.listen()
+        # Left of the range for connections, only taken - 32 .. taken + 31.
+        monkeypatch.setattr(embedded, "PICKED_PORTS_LOW", taken - 32)
+        fake_range(monkeypatch, tmp_path, taken + 32, 65535)
+        for _ in range(100):
+            monkeypatch.setattr(embedded, "_picked", set())
+            base = free_port_range(4)
+            assert base >= taken - 32
+            assert base + 3 < taken + 32
+            assert taken not in range(base, base + 4)
+
+
+def test_ports_above_the_range_for_connections(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A range that starts low leaves the ports above it."""
+    fake_range(monkeypatch, tmp_path, 1024, 59999)
+    ports = [free_port() for _ in range(50)]
+    assert all(port >= 60000 for port in ports)
+    assert len(set(ports)) == len(ports)
+
+
+def test_kernel_chosen_ports_without_room(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A range over nearly every port leaves the choice to the kernel, and
+    still no port is handed out twice."""
+    fake_range(monkeypatch, tmp_path, 1024, 65535)
+    singles = [free_port() for _ in range(200)]
+    base = free_port_range(4)
+    handed_out = [*singles, *range(base, base + 4)]
+    assert len(set(handed_out)) == len(handed_out)
+    assert not any(port_in_use(port) for port in handed_out)
+
+
+def test_unreadable_range_on_linux_is_the_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(embedded, "EPHEMERAL_RANGE_FILE", tmp_path / "missing")
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert embedded._ephemeral_range() == embedded.LINUX_EPHEMERAL_DEFAULT
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert embedded._ephemeral_range() is None
