@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import shutil
@@ -190,6 +191,9 @@ async def _measure(
         asyncio.get_running_loop().add_signal_handler(stop_signal, measurement.cancel)
     app = create_app()
     async with app.lifespan():
+        # As a service does once it has started (shared/runtime.py).
+        gc.collect()
+        gc.freeze()
         await _round(app, method, url, bodies, WARM_UP)
         for number in range(1, args.rounds + 1):
             seconds, statuses = await _round(app, method, url, bodies, requests)

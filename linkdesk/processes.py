@@ -30,6 +30,7 @@ MAX_LOG_READ = 1 << 20
 """How much of a log `first_error` reads: a failed start logs far less."""
 
 _ERROR_LEVELS = frozenset({"error", "critical"})
+_WARNING_LEVELS = frozenset({"warning", *_ERROR_LEVELS})
 
 
 class ServiceStartError(RuntimeError):
@@ -43,31 +44,42 @@ def _last_line(text: object) -> str:
     return lines[-1] if lines else ""
 
 
-def first_error(log_path: Path, start: int = 0) -> str:
-    """Return the first error that a service logged from `start` on, or "".
-
-    Of a traceback, only its last line is kept, which names the exception.
-    """
+def _problems(log_path: Path, start: int, levels: frozenset[str]) -> list[str]:
+    """Return the log lines at `levels` from `start` on, each summed up in a
+    line: of a traceback, only its last line, which names the exception."""
     try:
         with log_path.open("rb") as log:
             log.seek(start)
             lines = log.read(MAX_LOG_READ).splitlines()
     except OSError:
-        return ""
+        return []
+    found = []
     for line in lines:
         try:
             record = json.loads(line)
         except ValueError:
             continue
-        if not isinstance(record, dict) or record.get("level") not in _ERROR_LEVELS:
+        if not isinstance(record, dict) or record.get("level") not in levels:
             continue
         message = _last_line(record.get("message", ""))
         error = _last_line(record.get("error", ""))
         if message and error:
-            return f"{message} ({error})"
-        if message or error:
-            return message or error
-    return ""
+            found.append(f"{message} ({error})")
+        elif message or error:
+            found.append(message or error)
+    return found
+
+
+def first_error(log_path: Path, start: int = 0) -> str:
+    """Return the first error that a service logged from `start` on, or ""."""
+    return next(iter(_problems(log_path, start, _ERROR_LEVELS)), "")
+
+
+def last_warning(log_path: Path, start: int = 0) -> str:
+    """Return the last warning or error logged from `start` on, or "": what
+    a service that keeps retrying last ran into."""
+    found = _problems(log_path, start, _WARNING_LEVELS)
+    return found[-1] if found else ""
 
 
 @dataclass
@@ -130,7 +142,11 @@ class ServiceProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        msg = f"{self.name} not ready after {timeout:.0f} s, see {self.log_path}"
+        problem = last_warning(self.log_path, self.log_start)
+        reason = f", last: {problem}" if problem else ""
+        msg = (
+            f"{self.name} not ready after {timeout:.0f} s{reason}; see {self.log_path}"
+        )
         raise ServiceStartError(msg)
 
     def stop(self, timeout: float = 15.0) -> int | None:

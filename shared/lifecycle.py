@@ -15,13 +15,31 @@ from shared import database, messaging, settings
 
 logger = logging.getLogger(__name__)
 
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    TimeoutError,
+)
+"""Errors of a database that is out of reach or refuses the service."""
+
 
 @asynccontextmanager
 async def database_pool(
     state: State, service: str, schema: str, package: str
 ) -> AsyncIterator[asyncpg.Pool]:
     """Open the pool, apply migrations, and close the pool on exit."""
-    pool = await database.create_pool(settings.database_url(), service)
+    url = settings.database_url()
+    try:
+        pool = await database.create_pool(url, service)
+    except DATABASE_ERRORS as exc:
+        # Raised again, which ends the start; this line names the server.
+        logger.error(
+            "database connection failed at %s",
+            settings.server_address(url),
+            extra={"event": "database_connect_failed", "error": repr(exc)},
+        )
+        raise
     try:
         await database.migrate(pool, schema, package)
         state.pool = pool
@@ -41,7 +59,9 @@ async def nats_connection(state: State, service: str) -> AsyncIterator[Client]:
         "nats connected",
         extra={
             "event": "nats_connected",
-            "server": nc.connected_url.netloc if nc.connected_url else "",
+            "server": settings.server_address(nc.connected_url.geturl())
+            if nc.connected_url
+            else "",
         },
     )
     try:
@@ -57,6 +77,6 @@ async def database_ready(pool: asyncpg.Pool) -> bool:
     try:
         async with asyncio.timeout(1):
             await pool.fetchval("SELECT 1")
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+    except DATABASE_ERRORS:
         return False
     return True

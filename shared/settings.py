@@ -10,6 +10,7 @@ import ipaddress
 import math
 import os
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 
 class SettingsError(ValueError):
@@ -109,6 +110,23 @@ def nats_servers(environ: Mapping[str, str] | None = None) -> list[str]:
     """Return the servers of `NATS_URL`, a comma-separated list."""
     raw = env_str("NATS_URL", "nats://127.0.0.1:4222", environ)
     return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def server_address(url: str) -> str:
+    """Return the host and port of a server URL, for logs and messages.
+
+    NATS and database URLs may carry a user and password, which must never
+    reach a log line.
+    """
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "an invalid URL"
+    if not host:
+        return "no host"
+    shown = f"[{host}]" if ":" in host else host
+    return f"{shown}:{port}" if port else shown
 
 
 def database_url(environ: Mapping[str, str] | None = None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from linkdesk.processes import first_error
+from linkdesk.processes import first_error, last_warning
 
 
 def write_log(path: Path, *records: object) -> None:
@@ -54,3 +54,18 @@ def test_first_error_empty_without_an_error(tmp_path: Path) -> None:
     write_log(log, {"level": "info", "message": "ready"}, {"level": "error"})
     assert first_error(log) == ""
     assert first_error(tmp_path / "missing.log") == ""
+
+
+def test_last_warning_after_the_start(tmp_path: Path) -> None:
+    log = tmp_path / "service.log"
+    earlier = json.dumps({"level": "warning", "message": "earlier start"}) + "\n"
+    write_log(
+        log,
+        earlier.rstrip("\n"),
+        {"level": "warning", "message": "nats error", "error": "refused"},
+        {"level": "info", "message": "still trying"},
+        {"level": "warning", "message": "nats error", "error": "timed out"},
+        {"level": "info", "message": "nothing new"},
+    )
+    assert last_warning(log, len(earlier)) == "nats error (timed out)"
+    assert last_warning(log, log.stat().st_size) == ""

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from shared.settings import SettingsError, env_float, env_trusted_proxies
+from shared.settings import (
+    SettingsError,
+    env_float,
+    env_trusted_proxies,
+    server_address,
+)
 
 
 @pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-inf", "Infinity"])
@@ -49,3 +54,18 @@ def test_trusted_proxies_default() -> None:
 def test_trusted_proxies_typo_named(entry: str) -> None:
     with pytest.raises(SettingsError, match=r"^PROXIES must list IP addresses"):
         env_trusted_proxies("PROXIES", "127.0.0.1", {"PROXIES": f"127.0.0.1,{entry}"})
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("nats://linkdesk:TopSecret@nats.internal:4222", "nats.internal:4222"),
+        ("postgresql://app:pw@127.0.0.1:5432/linkdesk", "127.0.0.1:5432"),
+        ("postgresql://app@[::1]:5432/linkdesk", "[::1]:5432"),
+        ("nats://nats.internal", "nats.internal"),
+        ("nats://user:pw@:4222", "no host"),
+        ("nats://host:notaport", "an invalid URL"),
+    ],
+)
+def test_server_address_keeps_no_password(url: str, shown: str) -> None:
+    assert server_address(url) == shown
