@@ -9,8 +9,8 @@ transaction and acknowledges them after the commit.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
-import sys
 
 import asyncpg
 import msgspec
@@ -76,4 +76,6 @@ async def main(nats_url: str, database_url: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    # From the environment, not the command line, which every local user can
+    # read in /proc: a database URL may carry a password.
+    asyncio.run(main(os.environ["NATS_URL"], os.environ["DATABASE_URL"]))

@@ -31,6 +31,7 @@ import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
+from urllib.parse import urlsplit
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -39,6 +40,7 @@ import asyncpg
 import httpx
 import msgspec
 import nats
+import nats.errors
 import nats.js.errors
 
 from bench import (
@@ -239,9 +241,20 @@ def load_step(
 
 
 def link_step(system: System, clients: int, seconds: float) -> dict[str, object]:
-    """Open the benchmark's link from `clients` connections for `seconds`."""
+    """Open the benchmark's link from `clients` connections for `seconds`.
+
+    The link goes to wrk in its environment: on its command line, the link's
+    secret could be read by every local user.
+    """
+    parts = urlsplit(system.link)
     return load_step(
-        system, "linkdesk GET link", system.link, "get.lua", clients, seconds
+        system,
+        "linkdesk GET link",
+        system.url("gateway"),
+        "get.lua",
+        clients,
+        seconds,
+        {"BENCH_GET_PATH": f"{parts.path}?{parts.query}"},
     )
 
 
@@ -290,6 +303,8 @@ def post_bodies_step(
     )
     row["forms"] = count
     mark_reused(row, count, "forms")
+    if system.running is not None and row["errors"]:
+        raise RuntimeError(_refused_posts(system, f"{row['errors']} posts of {kind}"))
     # The wait for the consumer also keeps a step's backlog out of the next.
     row["stored"] = stored = asyncio.run(
         stored_delays(system, since, dt.datetime.now(dt.UTC))
@@ -371,6 +386,9 @@ async def accepted_to_stored(
         await asyncio.gather(
             *(post(body, start + i / rate) for i, body in enumerate(bodies))
         )
+    refused = count - statuses.get(303, 0)
+    if system.running is not None and refused:
+        raise RuntimeError(_refused_posts(system, f"{refused} open-loop posts"))
     delays = await stored_delays(system, since, dt.datetime.now(dt.UTC))
     return {"rate": rate, "posted": count, "statuses": statuses, **delays}
 
@@ -476,6 +494,16 @@ async def stored_since(
         await connection.fetchval(
             "SELECT count(*) FROM ticket.tickets WHERE id > $1", after_id
         )
+    )
+
+
+def _refused_posts(system: System, what: str) -> str:
+    return (
+        f"{what} got a status of 400 or more or no answer from the gateway at "
+        f"{system.url('gateway')}. A running gateway keeps its submission "
+        f"limits: start it with GATEWAY_SUBMISSIONS_PER_PERSON={UNLIMITED} and "
+        f"GATEWAY_SUBMISSIONS_PER_TENANT={UNLIMITED} for the run, and see its "
+        "log for other causes"
     )
 
 
@@ -623,6 +651,27 @@ def json_post_env(work: Path) -> dict[str, str]:
     }
 
 
+def leave_running(system: System, selected: set[str]) -> None:
+    """Switch off the intake of the tenant that the run added, and remove
+    the chain's stream and table. Each failure is printed, and the rest of
+    the cleanup still runs."""
+    if hasattr(system, "demo_data"):
+        tenant = system.demo_data.tenant_id
+        try:
+            with system.admin_client("tenant") as tenants:
+                tenants.post(
+                    f"/admin/tenants/{tenant}/intake/disable"
+                ).raise_for_status()
+        except httpx.HTTPError as exc:
+            print(f"bench: intake of tenant {tenant} still on: {exc!r}", flush=True)
+    if {"baselines", "paired"} & selected:
+        try:
+            asyncio.run(remove_chain(system))
+        except (OSError, nats.errors.Error, asyncpg.PostgresError) as exc:
+            msg = f"bench: {CHAIN_STREAM} or {chain_worker.TABLE} not removed: {exc!r}"
+            print(msg, flush=True)
+
+
 async def remove_chain(system: System) -> None:
     """Delete the chain's stream and table, which running services keep."""
     nc = await nats.connect(system.nats_url)
@@ -721,8 +770,8 @@ def main(argv: list[str] | None = None) -> int:
         results["rss_end"] = memory(system)
     finally:
         system.stop()
-        if args.running and {"baselines", "paired"} & selected:
-            asyncio.run(remove_chain(system))
+        if args.running:
+            leave_running(system, selected)
         # The stores of a backlog run take gigabytes, and the prepared forms
         # a hundred megabytes or more. The link files and the demo data carry
         # the benchmark tenants' secrets. The logs stay for a look at a

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
@@ -88,38 +88,74 @@ class RunningServices:
             admin_token=environ["LINKDESK_ADMIN_TOKEN"],
             form_key=environ["GATEWAY_FORM_KEY"],
         )
-        addresses = {
-            **{SERVICE_URL_VARIABLES[name]: url for name, url in urls.items()},
-            "NATS_URL": running.nats_url,
-            "DATABASE_URL": running.database_url,
-        }
-        for variable, url in addresses.items():
+        addresses = [
+            *((SERVICE_URL_VARIABLES[name], url) for name, url in urls.items()),
+            # nats-py takes a comma-separated list of servers.
+            *(("NATS_URL", url) for url in running.nats_url.split(",")),
+            ("DATABASE_URL", running.database_url),
+        ]
+        for variable, url in addresses:
             if not is_loopback_url(url):
-                # Only the host: a database URL may carry a password.
-                host = urlsplit(url).hostname or "no host"
+                # Only the hosts: a database URL may carry a password.
+                hosts = url_hosts(url)
+                named = ", ".join(host for host in hosts or [] if host)
                 msg = (
-                    f"{variable} points at {host}, not at this machine's "
-                    "loopback (127.0.0.1, ::1 or localhost); the benchmark "
-                    "loads only services on this machine"
+                    f"{variable} points at {named or 'no readable host'}, not "
+                    "only at this machine's loopback (127.0.0.1, ::1 or "
+                    "localhost); the benchmark loads only services on this "
+                    "machine"
                 )
                 raise RunningServicesError(msg)
         return running
 
 
-def is_loopback_url(url: str) -> bool:
-    """Return whether `url` names a host on this machine's loopback."""
+def url_hosts(url: str) -> list[str] | None:
+    """Return every host that a client of `url` may connect to, or None when
+    the URL cannot be read.
+
+    A libpq URL may list several hosts, separated by commas, and more in its
+    `host` or `hostaddr` parameter; a client tries them in turn.
+    """
     try:
-        host = urlsplit(url).hostname
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
     except ValueError:
-        return False
-    if host is None:
-        return False
-    if host == "localhost":
+        return None
+    if not parts.scheme:
+        return None
+    hosts = []
+    for item in parts.netloc.rpartition("@")[2].split(",") if parts.netloc else []:
+        if item.startswith("["):
+            host, closed, _ = item[1:].partition("]")
+            if not closed:
+                return None
+        else:
+            host = item.partition(":")[0]
+        hosts.append(host)
+    for name in ("host", "hostaddr"):
+        for value in query.get(name, []):
+            hosts += value.split(",")
+    if not hosts and parts.scheme.startswith("postgres"):
+        # libpq's default: the local Unix socket.
+        hosts.append("")
+    return hosts or None
+
+
+def is_loopback_host(host: str) -> bool:
+    """Return whether `host` is on this machine: a loopback address, the
+    name localhost, a Unix socket folder, or empty (libpq's local default)."""
+    if host in {"", "localhost"} or host.startswith("/"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def is_loopback_url(url: str) -> bool:
+    """Return whether every host that `url` names is on this machine."""
+    hosts = url_hosts(url)
+    return bool(hosts) and all(is_loopback_host(host) for host in hosts or [])
 
 
 @dataclass
@@ -245,7 +281,11 @@ class System:
             [sys.executable, *argv],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "NATS_URL": self.nats_url},
+            env={
+                **os.environ,
+                "NATS_URL": self.nats_url,
+                "DATABASE_URL": self.database_url,
+            },
         )
         self.helpers.append(process)
         deadline = time.monotonic() + 20
@@ -262,6 +302,9 @@ class System:
             msg = f"baseline {argv} not listening on {port} after 20 s"
             raise RuntimeError(msg)
         time.sleep(1.0)
+        if process.poll() is not None:
+            msg = f"baseline {argv} exited with {process.returncode}"
+            raise RuntimeError(msg)
 
     def stop_helpers(self) -> None:
         for process in self.helpers:

@@ -43,16 +43,31 @@ class _Server(uvicorn.Server):
                 extra={"event": "service_stopped", "ready": False},
             )
             logs.flush()
-            # As uvicorn ends after a stop: by the signal it received.
-            signal.raise_signal(self._captured_signals[-1])
+            # As uvicorn ends after a stop: by the signal it received. The
+            # default action, because asyncio's own SIGINT handler would
+            # only cancel this task once more.
+            received = self._captured_signals[-1]
+            signal.signal(received, signal.SIG_DFL)
+            signal.raise_signal(received)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         # uvicorn reads the flag only once the app has started. A start that
         # waits for NATS or PostgreSQL to come up would otherwise ignore
         # SIGTERM until the kill that follows it.
-        if not self.started and self._serving is not None:
-            self._serving.get_loop().call_soon_threadsafe(self._serving.cancel)
+        if self._serving is not None:
+            self._serving.get_loop().call_soon_threadsafe(self._cancel_waiting_start)
+
+    def _cancel_waiting_start(self) -> None:
+        # Checked here, in the loop, not in the signal handler: once the app
+        # has started, uvicorn's own stop runs its shutdown, which a cancel
+        # would cut short.
+        startup = getattr(getattr(self, "lifespan", None), "startup_event", None)
+        if self._serving is None or self.started:
+            return
+        if isinstance(startup, asyncio.Event) and startup.is_set():
+            return
+        self._serving.cancel()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)

@@ -106,10 +106,37 @@ def env_switch(
     return raw == "on"
 
 
+def _checked_url(name: str, url: str) -> str:
+    """Return `url` if its host and port can be read; raise otherwise.
+
+    The error never repeats the value, which may hold a password: an
+    unencoded "/" or "#" in it moves the rest into the path, and a client's
+    own error would then quote the password as a port.
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - reading the port checks it
+    except ValueError:
+        valid = False
+    else:
+        valid = bool(parts.scheme)
+    if not valid:
+        msg = (
+            f"{name} is not a valid URL (value not shown, as it may hold a "
+            "password); percent-encode any of / # ? @ : in the user or password"
+        )
+        raise SettingsError(msg)
+    return url
+
+
 def nats_servers(environ: Mapping[str, str] | None = None) -> list[str]:
     """Return the servers of `NATS_URL`, a comma-separated list."""
     raw = env_str("NATS_URL", "nats://127.0.0.1:4222", environ)
-    return [part.strip() for part in raw.split(",") if part.strip()]
+    return [
+        _checked_url("NATS_URL", part.strip())
+        for part in raw.split(",")
+        if part.strip()
+    ]
 
 
 def server_address(url: str) -> str:
@@ -131,9 +158,11 @@ def server_address(url: str) -> str:
 
 def database_url(environ: Mapping[str, str] | None = None) -> str:
     """Return `DATABASE_URL`, a libpq connection URI."""
-    return env_str(
+    url = env_str(
         "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/linkdesk", environ
     )
+    # A multi-host URL is left to the client, which reads the hosts itself.
+    return url if "," in url else _checked_url("DATABASE_URL", url)
 
 
 def http_address(

@@ -75,6 +75,10 @@ def test_running_services_name_every_missing_variable() -> None:
         ("LINKDESK_GATEWAY_URL", "http://10.0.0.8:8080"),
         ("NATS_URL", "nats://0.0.0.0:4222"),
         ("LINKDESK_TENANT_URL", "not a url"),
+        # A client tries every host a URL lists, the later ones too.
+        ("DATABASE_URL", "postgresql://app:pw@127.0.0.1:5432,10.0.0.5:5432/db"),
+        ("DATABASE_URL", "postgresql://app:pw@127.0.0.1/db?host=10.0.0.5"),
+        ("NATS_URL", "nats://127.0.0.1:4222,nats://10.0.0.5:4222"),
     ],
 )
 def test_running_services_only_on_loopback(variable: str, url: str) -> None:
@@ -83,6 +87,44 @@ def test_running_services_only_on_loopback(variable: str, url: str) -> None:
     message = str(raised.value)
     assert message.startswith(f"{variable} points at ")
     assert "pw" not in message
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_running_step_with_refused_posts_stops(tmp_path: Path) -> None:
+    """A tenant limit above the first check's 25 forms still ends the run,
+    once a POST step gets 429 answers, instead of reporting their rate."""
+    env = {"GATEWAY_SUBMISSIONS_PER_TENANT": "30"}
+    with own_stack(tmp_path / "own", env) as own:
+        completed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.run",
+                *("--running", "--smoke"),
+                "--only",
+                "post",
+            ],
+            cwd=ROOT,
+            env={**os.environ, **running_environment(own.stack)},
+            capture_output=True,
+            text=True,
+            timeout=100,
+            check=False,
+        )
+        added = benchmark_tenants(own)
+    assert completed.returncode != 0
+    assert "GATEWAY_SUBMISSIONS_PER_TENANT=" in completed.stderr
+    # The tenant it added takes no more forms, even after a failed run.
+    assert [tenant["intake_enabled"] for tenant in added] == [False]
+
+
+def benchmark_tenants(own: OwnStack) -> list[dict[str, object]]:
+    listed = own.admin.tenants.get("/admin/tenants")
+    listed.raise_for_status()
+    tenants: list[dict[str, object]] = listed.json()
+    return [tenant for tenant in tenants if tenant["name"] == RUNNING_TENANT]
 
 
 @pytest.fixture
@@ -162,6 +204,8 @@ def test_running_smoke_writes_page(tmp_path: Path) -> None:
         assert all(service.running for service in own.stack.services.values())
         left = asyncio.run(_chain_left(own.stack.nats_url, own.stack.database_url))
         assert left == (False, False)
+        added = benchmark_tenants(own)
+        assert [tenant["intake_enabled"] for tenant in added] == [False]
 
     work = Path(re.findall(r"bench: working folder (\S+)", completed.stdout)[0])
     results = json.loads((work / "results.json").read_text())

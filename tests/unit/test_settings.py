@@ -6,8 +6,10 @@ import pytest
 
 from shared.settings import (
     SettingsError,
+    database_url,
     env_float,
     env_trusted_proxies,
+    nats_servers,
     server_address,
 )
 
@@ -69,3 +71,38 @@ def test_trusted_proxies_typo_named(entry: str) -> None:
 )
 def test_server_address_keeps_no_password(url: str, shown: str) -> None:
     assert server_address(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:Ab3d/Secret@db:5432/linkdesk",
+        "postgresql://app:Ab3d#Secret@db:5432/linkdesk",
+        "127.0.0.1:5432",
+    ],
+)
+def test_database_url_error_hides_the_value(url: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        database_url({"DATABASE_URL": url})
+    assert str(raised.value).startswith("DATABASE_URL is not a valid URL")
+    assert "Secret" not in str(raised.value)
+    assert "5432" not in str(raised.value)
+
+
+def test_nats_url_error_hides_the_value() -> None:
+    servers = "nats://127.0.0.1:4222,nats://u:pa/Secret@127.0.0.1:4223"
+    with pytest.raises(SettingsError, match=r"^NATS_URL is not a valid URL") as raised:
+        nats_servers({"NATS_URL": servers})
+    assert "Secret" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql:///linkdesk",
+        "postgresql://app:p%2Fw@127.0.0.1:5432/linkdesk",
+        "postgresql://app@127.0.0.1:5432,127.0.0.1:5433/linkdesk",
+    ],
+)
+def test_database_url_accepts_libpq_forms(url: str) -> None:
+    assert database_url({"DATABASE_URL": url}) == url
