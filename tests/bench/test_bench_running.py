@@ -97,27 +97,27 @@ def test_running_step_with_refused_posts_stops(tmp_path: Path) -> None:
     once a POST step gets 429 answers, instead of reporting their rate."""
     env = {"GATEWAY_SUBMISSIONS_PER_TENANT": "30"}
     with own_stack(tmp_path / "own", env) as own:
-        completed = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bench.run",
-                *("--running", "--smoke"),
-                "--only",
-                "post",
-            ],
-            cwd=ROOT,
-            env={**os.environ, **running_environment(own.stack)},
-            capture_output=True,
-            text=True,
-            timeout=100,
-            check=False,
-        )
+        completed = run_on(own, ["--only", "post"], timeout=100)
         added = benchmark_tenants(own)
     assert completed.returncode != 0
     assert "GATEWAY_SUBMISSIONS_PER_TENANT=" in completed.stderr
     # The tenant it added takes no more forms, even after a failed run.
     assert [tenant["intake_enabled"] for tenant in added] == [False]
+
+
+def run_on(
+    own: OwnStack, options: list[str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run `bench.run --running --smoke` with `options` on `own`'s services."""
+    return subprocess.run(
+        [sys.executable, "-m", "bench.run", "--running", "--smoke", *options],
+        cwd=ROOT,
+        env={**os.environ, **running_environment(own.stack)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def benchmark_tenants(own: OwnStack) -> list[dict[str, object]]:
@@ -181,23 +181,7 @@ def test_running_smoke_writes_page(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     output = tmp_path / "page" / "benchmarks.md"
     with own_stack(tmp_path / "own") as own:
-        completed = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bench.run",
-                "--running",
-                "--smoke",
-                "--output",
-                str(output),
-            ],
-            cwd=ROOT,
-            env={**os.environ, **running_environment(own.stack)},
-            capture_output=True,
-            text=True,
-            timeout=220,
-            check=False,
-        )
+        completed = run_on(own, ["--output", str(output)], timeout=220)
         assert completed.returncode == 0, (
             completed.stdout[-2000:] + completed.stderr[-2000:]
         )
