@@ -72,6 +72,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 POST_KIND = "linkdesk POST form"
 
+FORM_HEADERS = {"content-type": "application/x-www-form-urlencoded", "origin": "null"}
+"""Headers of the benchmark's form posts, the same that `post_forms.lua` sends."""
+
 PEOPLE_CLIENTS = 32
 """Concurrent connections of the steps with many people or many tenants."""
 
@@ -98,7 +101,7 @@ service, which only a run that started them has."""
 LIMIT_PROBE_FORMS = 25
 """Forms that a run on running services posts first, one after the other:
 more than the gateway's default limit of 20 per person, which would turn
-the POST steps into 429 answers."""
+the POST steps into 429 responses."""
 
 PAIRED_ROUNDS = 3
 PAIRED_CLIENTS = 32
@@ -304,7 +307,8 @@ def post_bodies_step(
     row["forms"] = count
     mark_reused(row, count, "forms")
     if system.running is not None and row["errors"]:
-        raise RuntimeError(_refused_posts(system, f"{row['errors']} posts of {kind}"))
+        failed = f"{row['errors']} posts of {kind}"
+        raise RuntimeError(_rejected_posts_message(system, failed))
     # The wait for the consumer also keeps a step's backlog out of the next.
     row["stored"] = stored = asyncio.run(
         stored_delays(system, since, dt.datetime.now(dt.UTC))
@@ -370,7 +374,6 @@ async def accepted_to_stored(
     count = max(5, int(rate * seconds))
     bodies = form_bodies(system, count)
     url = f"{system.url('gateway')}/public/tickets"
-    headers = {"content-type": "application/x-www-form-urlencoded", "origin": "null"}
     statuses: dict[int, int] = {}
     since = dt.datetime.now(dt.UTC)
     async with httpx.AsyncClient(
@@ -379,16 +382,17 @@ async def accepted_to_stored(
 
         async def post(body: str, at: float) -> None:
             await asyncio.sleep(max(0.0, at - time.monotonic()))
-            response = await client.post(url, content=body, headers=headers)
+            response = await client.post(url, content=body, headers=FORM_HEADERS)
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
 
         start = time.monotonic() + 0.2
         await asyncio.gather(
             *(post(body, start + i / rate) for i, body in enumerate(bodies))
         )
-    refused = count - statuses.get(303, 0)
-    if system.running is not None and refused:
-        raise RuntimeError(_refused_posts(system, f"{refused} open-loop posts"))
+    rejected = count - statuses.get(303, 0)
+    if system.running is not None and rejected:
+        failed = f"{rejected} open-loop posts"
+        raise RuntimeError(_rejected_posts_message(system, failed))
     delays = await stored_delays(system, since, dt.datetime.now(dt.UTC))
     return {"rate": rate, "posted": count, "statuses": statuses, **delays}
 
@@ -497,9 +501,11 @@ async def stored_since(
     )
 
 
-def _refused_posts(system: System, what: str) -> str:
+def _rejected_posts_message(system: System, failed: str) -> str:
+    """Return the error for `failed` posts ("12 posts of ...") of a run on
+    running services."""
     return (
-        f"{what} got a status of 400 or more or no answer from the gateway at "
+        f"{failed} got a status of 400 or more or no answer from the gateway at "
         f"{system.url('gateway')}. A running gateway keeps its submission "
         f"limits: start it with GATEWAY_SUBMISSIONS_PER_PERSON={UNLIMITED} and "
         f"GATEWAY_SUBMISSIONS_PER_TENANT={UNLIMITED} for the run, and see its "
@@ -514,10 +520,9 @@ def check_limits(system: System) -> None:
     answers would measure the limit, not the intake.
     """
     url = f"{system.url('gateway')}/public/tickets"
-    headers = {"content-type": "application/x-www-form-urlencoded", "origin": "null"}
     with httpx.Client(timeout=10) as client:
         for body in form_bodies(system, LIMIT_PROBE_FORMS):
-            status = client.post(url, content=body, headers=headers).status_code
+            status = client.post(url, content=body, headers=FORM_HEADERS).status_code
             if status == 429:
                 msg = (
                     f"the gateway at {system.url('gateway')} limited the "

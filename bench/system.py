@@ -62,14 +62,14 @@ class RunningServices:
         Every address must be on this machine's loopback, because the
         benchmark puts its full load on them.
         """
-        wanted = [
+        required = [
             *SERVICE_URL_VARIABLES.values(),
             "NATS_URL",
             "DATABASE_URL",
             "LINKDESK_ADMIN_TOKEN",
             "GATEWAY_FORM_KEY",
         ]
-        missing = [name for name in wanted if not environ.get(name)]
+        missing = [name for name in required if not environ.get(name)]
         if missing:
             msg = (
                 f"set {', '.join(missing)} to benchmark running services; "
@@ -197,7 +197,7 @@ class System:
         self.postgres.start()
         self.admin_token = secrets.token_urlsafe(32)
         key_text = secrets.token_urlsafe(32)
-        self.form_key = base64.urlsafe_b64decode(key_text + "=" * (-len(key_text) % 4))
+        self.form_key = _key_bytes(key_text)
         self.stack = Stack(
             nats_url=self.nats.url,
             database_url=self.postgres.url,
@@ -214,9 +214,7 @@ class System:
 
     def _use_running(self, running: RunningServices) -> None:
         self.admin_token = running.admin_token
-        self.form_key = base64.urlsafe_b64decode(
-            running.form_key + "=" * (-len(running.form_key) % 4)
-        )
+        self.form_key = _key_bytes(running.form_key)
         self._add_tenant(RUNNING_TENANT)
 
     def _add_tenant(self, name: str) -> None:
@@ -325,6 +323,11 @@ class System:
             self.postgres.stop()
         if hasattr(self, "nats"):
             self.nats.stop()
+
+
+def _key_bytes(text: str) -> bytes:
+    """Decode a `GATEWAY_FORM_KEY` value, URL-safe base64 without padding."""
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def rss_mb(pid: int) -> float | None:

@@ -72,7 +72,8 @@ def _problems(log_path: Path, start: int, levels: frozenset[str]) -> list[str]:
 
 def first_error(log_path: Path, start: int = 0) -> str:
     """Return the first error that a service logged from `start` on, or ""."""
-    return next(iter(_problems(log_path, start, _ERROR_LEVELS)), "")
+    found = _problems(log_path, start, _ERROR_LEVELS)
+    return found[0] if found else ""
 
 
 def last_warning(log_path: Path, start: int = 0) -> str:

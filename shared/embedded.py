@@ -115,12 +115,12 @@ def free_port_range(count: int = 1, attempts: int = 200) -> int:
             _picked.clear()
         for _ in range(attempts):
             base = _candidate_base(spans, count)
-            wanted = range(base, base + count)
-            if wanted.stop > 65536 or any(port in _picked for port in wanted):
+            ports = range(base, base + count)
+            if ports.stop > 65536 or any(port in _picked for port in ports):
                 continue
-            if any(port_in_use(port) for port in wanted):
+            if any(port_in_use(port) for port in ports):
                 continue
-            _picked.update(wanted)
+            _picked.update(ports)
             return base
     msg = f"no {count} consecutive free ports found in {attempts} attempts"
     raise RuntimeError(msg)
@@ -140,7 +140,7 @@ def port_in_use(port: int) -> bool:
     """Return whether a server could not listen on `port` of 127.0.0.1 now.
 
     The bind finds what a connect does not: the local end of an outgoing
-    connection also holds its port against a listener.
+    connection also keeps a listener from binding its port.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # As the servers bind: a closed connection in TIME_WAIT does not count.

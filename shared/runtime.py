@@ -62,9 +62,9 @@ class _Server(uvicorn.Server):
         # Checked here, in the loop, not in the signal handler: once the app
         # has started, uvicorn's own stop runs its shutdown, which a cancel
         # would cut short.
-        startup = getattr(getattr(self, "lifespan", None), "startup_event", None)
         if self._serving is None or self.started:
             return
+        startup = getattr(getattr(self, "lifespan", None), "startup_event", None)
         if isinstance(startup, asyncio.Event) and startup.is_set():
             return
         self._serving.cancel()

@@ -152,8 +152,8 @@ def server_address(url: str) -> str:
         return "an invalid URL"
     if not host:
         return "no host"
-    shown = f"[{host}]" if ":" in host else host
-    return f"{shown}:{port}" if port else shown
+    host_text = f"[{host}]" if ":" in host else host
+    return f"{host_text}:{port}" if port else host_text
 
 
 def database_url(environ: Mapping[str, str] | None = None) -> str:

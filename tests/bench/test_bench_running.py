@@ -94,7 +94,7 @@ def test_running_services_only_on_loopback(variable: str, url: str) -> None:
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 def test_running_step_with_refused_posts_stops(tmp_path: Path) -> None:
     """A tenant limit above the first check's 25 forms still ends the run,
-    once a POST step gets 429 answers, instead of reporting their rate."""
+    once a POST step gets 429 responses, instead of reporting their rate."""
     env = {"GATEWAY_SUBMISSIONS_PER_TENANT": "30"}
     with own_stack(tmp_path / "own", env) as own:
         completed = run_on(own, ["--only", "post"], timeout=100)
@@ -138,7 +138,7 @@ def limited_stack(tmp_path: Path) -> Iterator[OwnStack]:
 def test_running_gateway_with_limits_is_refused(
     limited_stack: OwnStack, tmp_path: Path
 ) -> None:
-    """Its POST steps would measure 429 answers, so the run stops first."""
+    """Its POST steps would measure 429 responses, so the run stops first."""
     environment = running_environment(limited_stack.stack)
     system = System(
         tmp_path / "bench", running=RunningServices.from_environment(environment)

@@ -1,4 +1,4 @@
-"""A service that cannot start says why, in the error that `linkdesk dev` shows."""
+"""A service that cannot start reports why, in the error that `linkdesk dev` shows."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def test_start_error_names_a_refusing_database(
 def test_service_logs_servers_without_passwords(
     own_nats: EmbeddedNats, own_database: str, tmp_path: Path
 ) -> None:
-    """Neither server asks for a password here, so both connections succeed
+    """Neither server requires a password here, so both connections succeed
     and log their server; the passwords in the URLs stay out of the log."""
     nats_url = own_nats.url.replace("nats://", "nats://linkdesk:TopSecret1@")
     database_url = own_database.replace("://postgres@", "://postgres:TopSecret2@", 1)

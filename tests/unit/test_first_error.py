@@ -9,16 +9,25 @@ from linkdesk.processes import first_error, last_warning
 
 
 def write_log(path: Path, *records: object) -> None:
-    lines = [r if isinstance(r, str) else json.dumps(r) for r in records]
+    lines = [
+        record if isinstance(record, str) else json.dumps(record) for record in records
+    ]
     path.write_text("".join(f"{line}\n" for line in lines))
+
+
+def write_after_earlier_start(path: Path, level: str, *records: object) -> int:
+    """Write a record of an earlier start at `level`, then `records`, and
+    return the offset where this start's lines begin."""
+    earlier = json.dumps({"level": level, "message": "earlier start"})
+    write_log(path, earlier, *records)
+    return len(earlier) + 1
 
 
 def test_first_error_after_the_start(tmp_path: Path) -> None:
     log = tmp_path / "service.log"
-    earlier = json.dumps({"level": "error", "message": "earlier start"}) + "\n"
-    write_log(
+    start = write_after_earlier_start(
         log,
-        earlier.rstrip("\n"),
+        "error",
         {"level": "info", "message": "service starting"},
         "not json at all",
         '["a list"]',
@@ -26,11 +35,11 @@ def test_first_error_after_the_start(tmp_path: Path) -> None:
         {"level": "error", "message": "bind failed: address already in use"},
         {"level": "error", "message": "Application startup failed. Exiting."},
     )
-    assert first_error(log, len(earlier)) == "bind failed: address already in use"
+    assert first_error(log, start) == "bind failed: address already in use"
     assert first_error(log) == "earlier start"
 
 
-def test_first_error_of_a_traceback_is_its_last_line(tmp_path: Path) -> None:
+def test_first_error_traceback_last_line(tmp_path: Path) -> None:
     group = (
         "  + Exception Group Traceback (most recent call last):\n"
         '  |   File "app.py", line 1, in lifespan\n'
@@ -58,14 +67,13 @@ def test_first_error_empty_without_an_error(tmp_path: Path) -> None:
 
 def test_last_warning_after_the_start(tmp_path: Path) -> None:
     log = tmp_path / "service.log"
-    earlier = json.dumps({"level": "warning", "message": "earlier start"}) + "\n"
-    write_log(
+    start = write_after_earlier_start(
         log,
-        earlier.rstrip("\n"),
+        "warning",
         {"level": "warning", "message": "nats error", "error": "refused"},
         {"level": "info", "message": "still trying"},
         {"level": "warning", "message": "nats error", "error": "timed out"},
         {"level": "info", "message": "nothing new"},
     )
-    assert last_warning(log, len(earlier)) == "nats error (timed out)"
+    assert last_warning(log, start) == "nats error (timed out)"
     assert last_warning(log, log.stat().st_size) == ""

@@ -54,11 +54,16 @@ def test_picked_ports_lie_outside_the_range_for_connections() -> None:
     assert all(port >= embedded.PICKED_PORTS_LOW for port in ports)
 
 
-def test_no_port_is_handed_out_twice() -> None:
-    """Separate calls do not collide, even before any server binds the ports."""
+def hand_out_ports() -> list[int]:
+    """Return 200 single ports and a range of 4, as handed out in turn."""
     singles = [free_port() for _ in range(200)]
     base = free_port_range(4)
-    handed_out = [*singles, *range(base, base + 4)]
+    return [*singles, *range(base, base + 4)]
+
+
+def test_no_port_is_handed_out_twice() -> None:
+    """Separate calls do not collide, even before any server binds the ports."""
+    handed_out = hand_out_ports()
     assert len(set(handed_out)) == len(handed_out)
     assert not any(port_in_use(port) for port in handed_out)
 
@@ -75,20 +80,22 @@ def fake_range(
 def test_port_range_skips_a_port_in_use(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """With 64 ports to pick from, no range of 100 picks holds the taken one."""
+    """With 64 ports to pick from, no range of 100 picks contains the busy one."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
-        taken = next(port for port in range(20_000, 30_000) if not port_in_use(port))
-        listener.bind((LOOPBACK, taken))
+        busy_port = next(
+            port for port in range(20_000, 30_000) if not port_in_use(port)
+        )
+        listener.bind((LOOPBACK, busy_port))
         listener.listen()
-        # Left of the range for connections, only taken - 32 .. taken + 31.
-        monkeypatch.setattr(embedded, "PICKED_PORTS_LOW", taken - 32)
-        fake_range(monkeypatch, tmp_path, taken + 32, 65535)
+        # Left of the range for connections, only busy_port - 32 .. busy_port + 31.
+        monkeypatch.setattr(embedded, "PICKED_PORTS_LOW", busy_port - 32)
+        fake_range(monkeypatch, tmp_path, busy_port + 32, 65535)
         for _ in range(100):
             monkeypatch.setattr(embedded, "_picked", set())
             base = free_port_range(4)
-            assert base >= taken - 32
-            assert base + 3 < taken + 32
-            assert taken not in range(base, base + 4)
+            assert base >= busy_port - 32
+            assert base + 3 < busy_port + 32
+            assert busy_port not in range(base, base + 4)
 
 
 def test_ports_above_the_range_for_connections(
@@ -107,9 +114,7 @@ def test_kernel_chosen_ports_without_room(
     """A range over nearly every port leaves the choice to the kernel, and
     still no port is handed out twice."""
     fake_range(monkeypatch, tmp_path, 1024, 65535)
-    singles = [free_port() for _ in range(200)]
-    base = free_port_range(4)
-    handed_out = [*singles, *range(base, base + 4)]
+    handed_out = hand_out_ports()
     assert len(set(handed_out)) == len(handed_out)
     assert not any(port_in_use(port) for port in handed_out)
 
